@@ -1,0 +1,109 @@
+"""Every error nbprod raises on purpose.
+
+Errors about a cell read ``cell 7 (train), line 3: message`` and carry the cell's
+1-based position, its role, the line within the cell and the name involved, so the
+CLI, the server and the UI can all point at the same place. ``exit_code`` is the
+one mapping from error to process exit status; the CLI reads it and nothing else.
+"""
+
+from __future__ import annotations
+
+
+class NbprodError(Exception):
+    """Base of every error nbprod raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  fix: {self.hint}"
+
+    def __reduce__(self) -> tuple[type[NbprodError], tuple[str, str | None]]:
+        return (type(self), (self.message, self.hint))
+
+
+class UsageError(NbprodError):
+    """The command was asked for something it cannot do (bad option, unknown name)."""
+
+    exit_code = 2
+
+
+class NotebookFileError(UsageError):
+    """The notebook file is missing, is not JSON, or is not a notebook nbprod can read."""
+
+
+class CellError(NbprodError):
+    """An error located in one cell of the notebook."""
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        cell: int,
+        role: str | None = None,
+        line: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.cell = cell
+        self.role = role
+        self.line = line
+        self.name = name
+        super().__init__(message, hint)
+
+    @property
+    def location(self) -> str:
+        role = f" ({self.role})" if self.role else " (untagged)"
+        line = f", line {self.line}" if self.line else ""
+        return f"cell {self.cell}{role}{line}"
+
+    def __str__(self) -> str:
+        text = f"{self.location}: {self.message}"
+        return text if not self.hint else f"{text}\n  fix: {self.hint}"
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_rebuild_cell_error, (type(self), self.message, self.hint, self.__dict__))
+
+
+def _rebuild_cell_error(
+    cls: type[CellError], message: str, hint: str | None, state: dict[str, object]
+) -> CellError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
+class CheckFailed(NbprodError):
+    """Static analysis found problems that make the notebook impossible to extract."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        count = len(problems)
+        super().__init__(
+            f"the notebook has {count} problem{'s' if count != 1 else ''}:\n" + "\n".join(problems),
+            "run `nbprod check NOTEBOOK` and fix each problem it lists",
+        )
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.problems,))
+
+
+class ExecutionFailed(CellError):
+    """A cell raised (or the kernel died) while nbprod ran the notebook."""
+
+
+class RunNotFound(UsageError):
+    """No run with the given id exists for this notebook."""
+
+
+class ArtifactError(NbprodError):
+    """An artifact could not be saved, or failed its hash check."""
+
+
+class OutputExists(UsageError):
+    """The output folder exists and ``--force`` was not given."""

@@ -1,0 +1,137 @@
+"""Turn a cell's source into Python statements, understanding IPython syntax.
+
+IPython's own input transformer rewrites ``%magic``, ``%%cell magic`` and ``!shell``
+into ``get_ipython()`` calls, so nbprod parses exactly what the kernel would run.
+Those calls are then recognised, reported as warnings (or dependency hints for
+``!pip install``) and left out of the extracted code.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from IPython.core.inputtransformer2 import TransformerManager
+
+# Cell magics whose body is ordinary Python that runs in the user namespace.
+PYTHON_CELL_MAGICS = frozenset({"time", "timeit", "capture", "prun"})
+_MAGIC_CALLS = frozenset({"run_line_magic", "run_cell_magic", "system", "getoutput"})
+
+
+@dataclass(frozen=True)
+class Magic:
+    line: int
+    kind: str  # "line", "cell" or "shell"
+    text: str
+
+
+@dataclass
+class ParsedCell:
+    """What the kernel would run: the statements and the source they came from."""
+
+    source: str
+    statements: list[ast.stmt] = field(default_factory=list)
+    magics: list[Magic] = field(default_factory=list)
+    pip_packages: list[str] = field(default_factory=list)
+    syntax_error: SyntaxError | None = None
+    # Set when the whole cell is a cell magic nbprod cannot extract (%%bash, %%writefile ...).
+    foreign_cell_magic: str | None = None
+
+    def segment(self, node: ast.stmt) -> str:
+        """The source lines of a statement, decorators and comments above it excluded."""
+        lines = self.source.splitlines()
+        first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+        end = node.end_lineno or node.lineno
+        return "\n".join(lines[first - 1 : end])
+
+
+def parse_cell(source: str) -> ParsedCell:
+    """Parse one cell; never raises for bad input (the error is kept on the result)."""
+    try:
+        python = TransformerManager().transform_cell(source)
+    except Exception as error:  # IPython raises various errors on malformed magics
+        return ParsedCell(source=source, syntax_error=SyntaxError(str(error)))
+    cell = ParsedCell(source=python)
+    try:
+        tree = ast.parse(python)
+    except SyntaxError as error:
+        # Report the line in the user's source; the transform keeps line numbers for
+        # ordinary code, which is what fails to parse.
+        cell.source = source
+        cell.syntax_error = error
+        return cell
+    for node in tree.body:
+        magic = _magic_call(node)
+        if magic is None:
+            cell.statements.append(node)
+            continue
+        method, args = magic
+        if method == "run_cell_magic":
+            name, line, body = (args + ["", "", ""])[:3]
+            if name in PYTHON_CELL_MAGICS:
+                cell.magics.append(Magic(1, "cell", f"%%{name} {line}".strip()))
+                inner = parse_cell(body)
+                inner.magics.insert(0, Magic(1, "cell", f"%%{name} {line}".strip()))
+                return _shift(inner, 1)
+            cell.magics.append(Magic(1, "cell", f"%%{name} {line}".strip()))
+            cell.foreign_cell_magic = name
+            if name in {"bash", "sh", "script"}:
+                cell.pip_packages.extend(_pip_packages(body))
+            continue
+        text = " ".join(args)
+        if method == "run_line_magic":
+            cell.magics.append(Magic(node.lineno, "line", f"%{text}"))
+            if args and args[0] in {"pip", "conda"}:
+                cell.pip_packages.extend(_pip_packages(f"pip {args[1] if len(args) > 1 else ''}"))
+        else:
+            shell = args[0] if args else ""
+            cell.magics.append(Magic(node.lineno, "shell", f"!{shell}"))
+            cell.pip_packages.extend(_pip_packages(shell))
+    return cell
+
+
+def _shift(cell: ParsedCell, lines: int) -> ParsedCell:
+    """Line numbers of a ``%%time`` body count from the cell's first line."""
+    for node in cell.statements:
+        for child in ast.walk(node):
+            if hasattr(child, "lineno"):
+                child.lineno += lines
+                if getattr(child, "end_lineno", None) is not None:
+                    child.end_lineno += lines
+    cell.source = "\n" * lines + cell.source
+    return cell
+
+
+def _magic_call(node: ast.stmt) -> tuple[str, list[str]] | None:
+    """``get_ipython().method('a', 'b')`` as a statement or assignment, else None."""
+    value = node.value if isinstance(node, ast.Expr | ast.Assign) else None
+    if not (
+        isinstance(value, ast.Call)
+        and isinstance(value.func, ast.Attribute)
+        and value.func.attr in _MAGIC_CALLS
+        and isinstance(value.func.value, ast.Call)
+        and isinstance(value.func.value.func, ast.Name)
+        and value.func.value.func.id == "get_ipython"
+    ):
+        return None
+    if isinstance(node, ast.Assign):
+        return None  # `x = !ls` assigns a value: keep the statement visible to analysis
+    args = [a.value if isinstance(a, ast.Constant) else ast.unparse(a) for a in value.args]
+    return value.func.attr, [str(a) for a in args]
+
+
+_PIP = re.compile(r"(?:^|[;&|]\s*)(?:python\s+-m\s+)?pip3?\s+install\s+([^;&|\n]+)")
+
+
+def _pip_packages(command: str) -> list[str]:
+    """Package requirements named by ``pip install ...`` in a shell command."""
+    packages = []
+    for match in _PIP.finditer(command):
+        try:
+            words = shlex.split(match.group(1))
+        except ValueError:
+            words = match.group(1).split()
+        packages.extend(w for w in words if not w.startswith("-") and "$" not in w)
+    return packages
