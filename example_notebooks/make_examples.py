@@ -478,7 +478,7 @@ def cancer_threshold() -> nbformat.NotebookNode:
             val_proba = model.predict_proba(val_matrix)[:, 1]
             grid = np.linspace(0.05, 0.95, threshold_steps)
             f1s = [f1_score(y_val, (val_proba >= t).astype(int), zero_division=0) for t in grid]
-            threshold = float(grid[int(np.argmax(f1s))])
+            threshold = round(float(grid[int(np.argmax(f1s))]), 4)
             print(f"{len(feature_columns)} feature columns, threshold={threshold:.2f}")
             """,
             "train",

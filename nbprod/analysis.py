@@ -21,8 +21,14 @@ from .scopes import BUILTINS, Import, Statement, scan_statements
 Severity = Literal["error", "warning"]
 # Reductions of a data frame give values fitted on training data, not input rows.
 _REDUCTIONS = frozenset(
-    "mean median std var sum min max quantile nunique unique value_counts count mode "
-    "describe tolist to_list to_dict keys".split()
+    {
+        "mean", "median", "std", "var", "sum", "min", "max", "quantile", "nunique", "unique",
+        "value_counts", "count", "mode", "describe", "tolist", "to_list", "to_dict", "keys",
+    }
+)
+# Methods of fitted estimators that map input rows to output rows.
+_ROW_METHODS = frozenset(
+    {"transform", "predict", "predict_proba", "predict_log_proba", "decision_function"}
 )
 
 
@@ -128,6 +134,7 @@ class Analysis:
     entry: EntryPoint | None
     problems: list[Problem]
     prediction_code: list[Definition]  # features/inference defs and constants prediction uses
+    module_code: list[Definition]  # every features/inference def and constant (module level)
     role_imports: dict[str, list[str]]
     pip_hints: list[str]
     metric_names: list[str]
@@ -262,11 +269,12 @@ class _Analyzer:
         parsed = parse_cell(cell.source)
         info = CellInfo(cell=cell, parsed=parsed, statements=scan_statements(parsed.statements))
         if cell.extra_roles:
+            roles = ", ".join([cell.role or "", *cell.extra_roles])
             self.problem(
                 "error",
                 info,
                 None,
-                f"the cell has more than one role: {', '.join([cell.role or '', *cell.extra_roles])}",
+                f"the cell has more than one role: {roles}",
                 "keep one role tag per cell; split the cell if it does two jobs",
             )
         if parsed.syntax_error is not None:
@@ -321,7 +329,12 @@ class _Analyzer:
         excluded = self._metrics_outside_training(code)
         pip = [p for info in self.cells for p in info.parsed.pip_packages]
         metric_names = sorted(
-            {n for info in self.role_cells("metrics") for n in info.outputs if n not in self.imports}
+            {
+                n
+                for info in self.role_cells("metrics")
+                for n in info.outputs
+                if n not in self.imports
+            }
         )
         return Analysis(
             notebook=self.notebook,
@@ -332,6 +345,7 @@ class _Analyzer:
             entry=entry,
             problems=sorted(self.problems, key=lambda p: (p.cell, p.line or 0)),
             prediction_code=code,
+            module_code=self._prediction_order(),
             role_imports={role: sorted(names) for role, names in self.role_imports.items()},
             pip_hints=list(dict.fromkeys(pip)),
             metric_names=metric_names,
@@ -366,7 +380,8 @@ class _Analyzer:
                     last.role,
                     None,
                     "no cell is tagged `inference`, so there is nothing to predict with",
-                    "tag the cell that defines `def predict(...)` (or that calls the model) `inference`",
+                    "tag the cell that defines `def predict(...)` (or that calls the model) "
+                    "`inference`",
                 )
             )
 
@@ -480,7 +495,9 @@ class _Analyzer:
                 seen.add(name)
                 definition = local.get(name)
                 if definition is not None:
-                    if definition.kind in ("def", "class"):
+                    if definition.kind == "import":
+                        self.role_imports.setdefault(info.role or "", set()).add(name)
+                    elif definition.kind in ("def", "class"):
                         pending += [(n, line) for n in sorted(definition.lazy)]
                     continue
                 if name in self.imports:
@@ -566,6 +583,7 @@ class _Analyzer:
         code: dict[str, Definition] = {}
         artifacts: dict[str, Definition] = {}
         arguments: list[str] = []
+        pending: list[tuple[str, int, int | None]]
         if entry.kind == "function":
             pending = [(n, entry.cell, None) for n in sorted(prediction[entry.name].lazy)]
             code[entry.name] = prediction[entry.name]
@@ -609,7 +627,9 @@ class _Analyzer:
                         f"move `{name}` into a `features` cell so training and prediction share it",
                         name=name,
                     )
-                elif entry.kind == "synthesized" and self._is_argument(definition, line is not None):
+                elif entry.kind == "synthesized" and self._is_argument(
+                    definition, line is not None
+                ):
                     arguments.append(name)
                 else:
                     artifacts[name] = definition
@@ -686,6 +706,14 @@ class _Analyzer:
                     node.func.attr in _REDUCTIONS or node.func.attr.startswith("fit")
                 ):
                     return False
+                # scaler.transform(X_test): a fitted object applied to rows gives rows
+                if (
+                    isinstance(node.func, ast.Attribute)
+                    and node.func.attr in _ROW_METHODS
+                    and node.args
+                    and self._derives_from_data(node.args[0], info, seen)
+                ):
+                    return True
                 node = node.func
             else:
                 node = node.value
@@ -703,7 +731,7 @@ class _Analyzer:
                 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                     functions[node.name] = (info, statement)
         wanted = self.notebook.settings.inference
-        if wanted:
+        if wanted and functions:
             if wanted in functions:
                 info, statement = functions[wanted]
                 return self._function_entry(wanted, info, statement)
@@ -833,6 +861,11 @@ class _Analyzer:
     def _prediction_order(self) -> list[Definition]:
         order: list[Definition] = []
         constants: set[str] = set(self.parameters)
+        inference_functions = any(
+            isinstance(s.node, ast.FunctionDef | ast.AsyncFunctionDef)
+            for info in self.role_cells("inference")
+            for s in info.statements
+        )
         for info in self.role_cells(*PREDICTION_ROLES):
             latest: dict[str, Definition] = {}
             for statement in info.statements:
@@ -845,7 +878,12 @@ class _Analyzer:
                     for n in statement.reads
                 ) and not statement.mutates
                 if info.role == "inference" and not is_code:
-                    continue  # example calls and synthesized statements, handled elsewhere
+                    # Example calls and synthesized statements are handled elsewhere; beside
+                    # a `def predict`, literal constants and lambdas are module-level code.
+                    value = getattr(node, "value", None)
+                    literal = is_constant and value is not None and _is_literal_display(value)
+                    if not (inference_functions and (literal or statement.lazy)):
+                        continue
                 if not (is_code or is_constant or statement.lazy):
                     continue
                 self._apply_statement(info, statement, latest)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+from nbformat.v4.rwbase import rejoin_lines
 
 from .exceptions import NotebookFileError
 
@@ -100,7 +101,7 @@ def parse_notebook(raw: Any, name: str = "notebook") -> nbformat.NotebookNode:
             f"{name} uses nbformat {major}, which nbprod does not support",
             "open and save it with a current Jupyter to upgrade it to nbformat 4",
         )
-    node = nbformat.from_dict(raw)
+    node = rejoin_lines(nbformat.from_dict(raw))
     try:
         nbformat.validate(node)
     except nbformat.ValidationError as error:

@@ -17,6 +17,8 @@ from IPython.core.inputtransformer2 import TransformerManager
 
 # Cell magics whose body is ordinary Python that runs in the user namespace.
 PYTHON_CELL_MAGICS = frozenset({"time", "timeit", "capture", "prun"})
+# Line magics whose argument is a Python statement run in the user namespace.
+PYTHON_LINE_MAGICS = frozenset({"time"})
 _MAGIC_CALLS = frozenset({"run_line_magic", "run_cell_magic", "system", "getoutput"})
 
 
@@ -50,7 +52,7 @@ class ParsedCell:
 def parse_cell(source: str) -> ParsedCell:
     """Parse one cell; never raises for bad input (the error is kept on the result)."""
     try:
-        python = TransformerManager().transform_cell(source)
+        python = TransformerManager().transform_cell(source)  # type: ignore[no-untyped-call]
     except Exception as error:  # IPython raises various errors on malformed magics
         return ParsedCell(source=source, syntax_error=SyntaxError(str(error)))
     cell = ParsedCell(source=python)
@@ -62,6 +64,7 @@ def parse_cell(source: str) -> ParsedCell:
         cell.source = source
         cell.syntax_error = error
         return cell
+    python_lines = python.splitlines()
     for node in tree.body:
         magic = _magic_call(node)
         if magic is None:
@@ -69,7 +72,7 @@ def parse_cell(source: str) -> ParsedCell:
             continue
         method, args = magic
         if method == "run_cell_magic":
-            name, line, body = (args + ["", "", ""])[:3]
+            name, line, body = [*args, "", "", ""][:3]
             if name in PYTHON_CELL_MAGICS:
                 cell.magics.append(Magic(1, "cell", f"%%{name} {line}".strip()))
                 inner = parse_cell(body)
@@ -83,24 +86,40 @@ def parse_cell(source: str) -> ParsedCell:
         text = " ".join(args)
         if method == "run_line_magic":
             cell.magics.append(Magic(node.lineno, "line", f"%{text}"))
+            timed = _line_magic_statement(args, node.lineno)
+            if timed:
+                cell.statements.extend(timed)
+                python_lines[node.lineno - 1] = args[1]
             if args and args[0] in {"pip", "conda"}:
                 cell.pip_packages.extend(_pip_packages(f"pip {args[1] if len(args) > 1 else ''}"))
         else:
             shell = args[0] if args else ""
             cell.magics.append(Magic(node.lineno, "shell", f"!{shell}"))
             cell.pip_packages.extend(_pip_packages(shell))
+    cell.source = "\n".join(python_lines)
     return cell
+
+
+def _line_magic_statement(args: list[str], line: int) -> list[ast.stmt]:
+    """The statement of ``%time model = fit(X)``, at the magic's line; else nothing."""
+    if len(args) < 2 or args[0] not in PYTHON_LINE_MAGICS or "\n" in args[1]:
+        return []
+    try:
+        statements = ast.parse(args[1]).body
+    except SyntaxError:
+        return []
+    for statement in statements:
+        ast.increment_lineno(statement, line - 1)
+    return statements
 
 
 def _shift(cell: ParsedCell, lines: int) -> ParsedCell:
     """Line numbers of a ``%%time`` body count from the cell's first line."""
     for node in cell.statements:
-        for child in ast.walk(node):
-            if hasattr(child, "lineno"):
-                child.lineno += lines
-                if getattr(child, "end_lineno", None) is not None:
-                    child.end_lineno += lines
+        ast.increment_lineno(node, lines)
     cell.source = "\n" * lines + cell.source
+    if cell.syntax_error is not None and cell.syntax_error.lineno is not None:
+        cell.syntax_error.lineno += lines
     return cell
 
 
@@ -127,7 +146,7 @@ _PIP = re.compile(r"(?:^|[;&|]\s*)(?:python\s+-m\s+)?pip3?\s+install\s+([^;&|\n]
 
 def _pip_packages(command: str) -> list[str]:
     """Package requirements named by ``pip install ...`` in a shell command."""
-    packages = []
+    packages: list[str] = []
     for match in _PIP.finditer(command):
         try:
             words = shlex.split(match.group(1))

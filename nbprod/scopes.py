@@ -117,6 +117,8 @@ class _ModuleScan(ast.NodeVisitor):
     # -- evaluation order ------------------------------------------------------------
     def visit_Assign(self, node: ast.Assign) -> None:
         if isinstance(node.value, ast.Lambda):
+            for expr in _defaults(node.value.args):
+                self.visit(expr)  # defaults are evaluated when the lambda is created
             frees = free_names(node.value)
             for target in node.targets:
                 for name in _target_names(target):
@@ -199,7 +201,8 @@ class _ModuleScan(ast.NodeVisitor):
     def visit_Global(self, node: ast.Global) -> None:
         """``global`` at module level changes nothing."""
 
-    visit_Nonlocal = visit_Global
+    def visit_Nonlocal(self, node: ast.Nonlocal) -> None:
+        """``nonlocal`` at module level is a syntax error; nothing to record."""
 
     def visit_MatchAs(self, node: ast.MatchAs) -> None:
         if node.pattern is not None:
@@ -285,7 +288,7 @@ def free_names(node: ast.AST) -> set[str]:
                 for expr in _defaults(child.args):
                     loads |= _expression_loads(expr)
             else:
-                loads |= _expression_loads(child.generators[0].iter)  # type: ignore[attr-defined]
+                loads |= _expression_loads(child.generators[0].iter)
         elif isinstance(child, ast.ClassDef):
             now, later = _class_body_names(child)
             loads |= now | later
@@ -340,7 +343,7 @@ def _bindings(node: ast.AST) -> tuple[set[str], set[str]]:
             if arg is not None:
                 bound.add(arg.arg)
     if isinstance(node, _COMPREHENSION):
-        for generator in node.generators:  # type: ignore[attr-defined]
+        for generator in node.generators:
             bound |= set(_target_names(generator.target))
     for child in _scope_children(node):
         if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store | ast.Del):
@@ -350,9 +353,7 @@ def _bindings(node: ast.AST) -> tuple[set[str], set[str]]:
         elif isinstance(child, ast.alias):
             if child.name != "*":
                 bound.add(child.asname or child.name.split(".")[0])
-        elif isinstance(child, ast.ExceptHandler) and child.name:
-            bound.add(child.name)
-        elif isinstance(child, ast.MatchAs | ast.MatchStar) and child.name:
+        elif isinstance(child, ast.ExceptHandler | ast.MatchAs | ast.MatchStar) and child.name:
             bound.add(child.name)
         elif isinstance(child, ast.MatchMapping) and child.rest:
             bound.add(child.rest)
@@ -362,7 +363,9 @@ def _bindings(node: ast.AST) -> tuple[set[str], set[str]]:
             bound.difference_update(child.names)
     if isinstance(node, _FUNCTION):
         bound |= _walrus_targets(node)
-    nonlocal_names = {n for c in _scope_children(node) if isinstance(c, ast.Nonlocal) for n in c.names}
+    nonlocal_names = {
+        n for c in _scope_children(node) if isinstance(c, ast.Nonlocal) for n in c.names
+    }
     return bound - declared_global - nonlocal_names, declared_global
 
 
@@ -373,14 +376,14 @@ def _scope_children(node: ast.AST) -> Iterator[ast.AST]:
     elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
         roots = list(node.body)
     elif isinstance(node, _COMPREHENSION):
-        generators = node.generators  # type: ignore[attr-defined]
+        generators = node.generators
         roots = [generators[0].target, *generators[0].ifs]
         for generator in generators[1:]:
             roots += [generator.iter, generator.target, *generator.ifs]
         if isinstance(node, ast.DictComp):
             roots += [node.key, node.value]
         else:
-            roots.append(node.elt)  # type: ignore[attr-defined]
+            roots.append(node.elt)
     else:
         roots = list(ast.iter_child_nodes(node))
     stack = list(reversed(roots))
@@ -402,7 +405,7 @@ def _walrus_targets(node: ast.AST) -> set[str]:
         elif isinstance(child, _COMPREHENSION):
             names |= _walrus_targets(child)
     if isinstance(node, _COMPREHENSION):
-        for generator in node.generators[1:]:  # type: ignore[attr-defined]
+        for generator in node.generators[1:]:
             for child in ast.walk(generator.iter):
                 if isinstance(child, ast.NamedExpr) and isinstance(child.target, ast.Name):
                     names.add(child.target.id)

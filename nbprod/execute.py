@@ -1,0 +1,225 @@
+"""Run a notebook once with papermill in a real kernel, recording what nbprod needs.
+
+Reads top to bottom: load and check, resolve parameters, instrument, execute in
+the notebook's own folder, then record the outcome (artifacts, parity, metrics,
+or the failing cell) in the run's folder. The user's notebook is only read.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+from .analysis import Analysis, analyze
+from .exceptions import CheckFailed, ExecutionFailed, NbprodError, UsageError
+from .instrument import INJECTED, SOURCE_CELL, instrument, strip
+from .kernels import CURRENT_PYTHON, kernel_manager_for
+from .notebook import Notebook, load_notebook
+from .runs import RunRecord, new_run_id, run_dir, save_record
+from .runtime.artifacts import sha256
+
+EXECUTED = "executed.ipynb"
+SOURCE = "notebook.ipynb"  # the notebook as it was when the run started
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CELL_LINE = re.compile(r"(?:Cell In\s*\[\d*\]|<ipython-input-\d+-\w+>), line (\d+)")
+
+
+def parse_parameter(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` with VALUE read as a Python literal (a bare word stays a string)."""
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not name.isidentifier():
+        raise UsageError(f"bad parameter {text!r}", "write parameters as NAME=VALUE, e.g. -p alpha=0.5")
+    try:
+        return name, ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return name, value.strip()
+
+
+def resolve_parameters(analysis: Analysis, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The notebook's defaults with ``overrides`` applied; unknown names are refused."""
+    known = analysis.parameters
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        names = ", ".join(unknown)
+        choices = ", ".join(known) or "none: the notebook has no cell tagged `parameters`"
+        raise UsageError(f"unknown parameter {names}", f"the notebook's parameters are: {choices}")
+    values = {name: p.value for name, p in known.items()}
+    values.update(overrides)
+    return values
+
+
+def run_notebook(
+    path: str | Path,
+    overrides: dict[str, Any] | None = None,
+    *,
+    kernel: str | None = None,
+    timeout: float | None = None,
+) -> RunRecord:
+    """Execute ``path`` once; return the run's record (raises ExecutionFailed on failure).
+
+    The executed notebook, the record and what was captured are kept in the run's
+    folder in both cases.
+    """
+    notebook = load_notebook(path)
+    analysis = analyze(notebook)
+    if not analysis.ok:
+        raise CheckFailed([str(p) for p in analysis.errors])
+    parameters = resolve_parameters(analysis, overrides or {})
+    kernel = kernel or notebook.settings.kernel or CURRENT_PYTHON
+    run_id = new_run_id()
+    folder = run_dir(notebook.path, run_id)
+    folder.mkdir(parents=True)
+    record = RunRecord(
+        id=run_id,
+        notebook=str(notebook.path),
+        notebook_sha256=sha256(notebook.path),
+        package=notebook.package_name,
+        status="running",
+        parameters=parameters,
+        started=time.time(),
+        kernel=kernel,
+    )
+    save_record(folder, record)
+    shutil.copyfile(notebook.path, folder / SOURCE)
+    (folder / "parameters.json").write_text(json.dumps(parameters, indent=2), encoding="utf-8")
+    try:
+        _execute(notebook, analysis, parameters, folder, kernel, timeout)
+    except ExecutionFailed as error:
+        record.status = "failed"
+        record.error = {
+            "cell": error.cell,
+            "role": error.role,
+            "line": error.line,
+            "message": error.message,
+        }
+        raise
+    except BaseException as error:
+        record.status = "failed"
+        record.error = {"cell": None, "role": None, "line": None, "message": repr(error)}
+        raise
+    else:
+        record.status = "succeeded"
+        _collect(folder, record)
+    finally:
+        record.finished = time.time()
+        save_record(folder, record)
+    return record
+
+
+def _execute(
+    notebook: Notebook,
+    analysis: Analysis,
+    parameters: dict[str, Any],
+    folder: Path,
+    kernel: str,
+    timeout: float | None,
+) -> None:
+    import papermill  # imported here: it takes a second, and `nbprod check` never needs it
+    from papermill.exceptions import PapermillExecutionError
+
+    output = folder / EXECUTED
+    prepared = instrument(notebook.node, analysis, str(folder), notebook.package_name)
+    engine_options: dict[str, Any] = {}
+    manager = kernel_manager_for(kernel)
+    if manager is not None:
+        engine_options["kernel_manager_class"] = manager
+    try:
+        papermill.execute_notebook(
+            prepared,
+            str(output),
+            parameters=parameters or None,
+            kernel_name=kernel,
+            cwd=str(notebook.path.parent),
+            progress_bar=False,
+            request_save_on_cell_execute=False,
+            execution_timeout=timeout,
+            **engine_options,
+        )
+    except PapermillExecutionError as error:
+        executed = _strip_output(output)
+        raise _cell_failure(notebook, executed, error.ename, error.evalue) from None
+    except (DeadKernelError, CellTimeoutError) as error:
+        nbformat.write(strip(prepared), str(output))
+        reason = "the kernel died" if isinstance(error, DeadKernelError) else "timed out"
+        raise ExecutionFailed(
+            f"{reason} while running the notebook: {error}",
+            "check the cell for os._exit, out-of-memory or a crash in native code",
+            cell=_running_cell(prepared) or 0,
+        ) from None
+    _strip_output(output)
+
+
+def _strip_output(output: Path) -> nbformat.NotebookNode | None:
+    if not output.is_file():
+        return None
+    executed = nbformat.read(str(output), as_version=4)
+    failing = _failing_cell(executed)
+    nbformat.write(strip(executed), str(output))
+    if failing is not None:
+        executed.metadata["nbprod_failing"] = failing
+    return executed
+
+
+def _failing_cell(executed: nbformat.NotebookNode) -> dict[str, Any] | None:
+    for cell in executed.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                traceback = _ANSI.sub("", "\n".join(out.get("traceback", [])))
+                match = _CELL_LINE.search(traceback)
+                return {
+                    "cell": cell.metadata.get(SOURCE_CELL),
+                    "injected": bool(cell.metadata.get(INJECTED)),
+                    "line": int(match.group(1)) if match else None,
+                }
+    return None
+
+
+def _running_cell(prepared: nbformat.NotebookNode) -> int | None:
+    for cell in prepared.cells:
+        status = cell.metadata.get("papermill", {}).get("status")
+        if status in ("running", "failed") and cell.metadata.get(SOURCE_CELL):
+            return int(cell.metadata[SOURCE_CELL])
+    return None
+
+
+def _cell_failure(
+    notebook: Notebook, executed: nbformat.NotebookNode | None, ename: str, evalue: str
+) -> NbprodError:
+    failing = executed.metadata.get("nbprod_failing") if executed is not None else None
+    if failing is None or failing["injected"] or failing["cell"] is None:
+        return ExecutionFailed(
+            f"nbprod could not record the run: {ename}: {evalue}",
+            "see the executed notebook in the run folder",
+            cell=notebook.cells[-1].number if notebook.cells else 0,
+        )
+    number = int(failing["cell"])
+    cell = next(c for c in notebook.cells if c.number == number)
+    return ExecutionFailed(
+        f"{ename}: {evalue}",
+        "fix the cell and run again; the partly executed notebook is in the run folder",
+        cell=number,
+        role=cell.role,
+        line=failing["line"],
+    )
+
+
+def _collect(folder: Path, record: RunRecord) -> None:
+    metrics = folder / "metrics.json"
+    if metrics.is_file():
+        record.metrics = json.loads(metrics.read_text(encoding="utf-8"))
+    manifest = folder / "artifacts" / "manifest.json"
+    if manifest.is_file():
+        entries = json.loads(manifest.read_text(encoding="utf-8"))["artifacts"]
+        record.artifacts = {name: entry["sha256"] for name, entry in entries.items()}
+    notes = folder / "notes.json"
+    if notes.is_file():
+        record.notes = json.loads(notes.read_text(encoding="utf-8"))

@@ -1,0 +1,188 @@
+"""The Python of the generated ``pipeline.py``, cut from the notebook's cells.
+
+Statements keep the user's own text (comments included); each block is headed by
+the cell it came from. Imports are hoisted and only those the code uses are kept.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import textwrap
+import tokenize
+from dataclasses import dataclass, field
+
+from ..analysis import Analysis, CellInfo
+from ..scopes import BUILTINS, Statement
+
+_CODE = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+@dataclass
+class PipelineCode:
+    imports: list[str]
+    module_blocks: list[str]  # features/inference definitions, at module level
+    predict_block: str  # empty when the entry point is a notebook function
+    train_body: str  # indented body of _train_cells()
+    train_globals: list[str]
+    metric_names: list[str]
+    uses_display: bool
+    needs: set[str] = field(default_factory=set)
+
+
+def pipeline_code(analysis: Analysis) -> PipelineCode:
+    entry = analysis.entry
+    assert entry is not None
+    module_ids = {id(d.statement) for d in analysis.module_code}
+    module_blocks: list[str] = []
+    module_statements: list[Statement] = []
+    for info in analysis.role_cells("features", "inference"):
+        chosen = [
+            s for s in info.statements if id(s) in module_ids
+        ]
+        if chosen:
+            module_blocks.append(_block(info, chosen))
+            module_statements += chosen
+    predict_block = ""
+    predict_statements: list[Statement] = []
+    if entry.kind == "synthesized":
+        predict_block, predict_statements = _synthesized(analysis)
+    excluded = set(analysis.training_excluded)
+    train_blocks: list[str] = []
+    train_statements: list[Statement] = []
+    for info in analysis.role_cells("data", "features", "train", "metrics"):
+        if info.number in excluded:
+            continue
+        chosen = [
+            s
+            for s in info.statements
+            if not _is_import(s) and not (
+                info.role == "features" and id(s) in module_ids
+            )
+        ]
+        if chosen:
+            train_blocks.append(_block(info, chosen))
+            train_statements += chosen
+    every = module_statements + predict_statements + train_statements
+    loads = _loaded_names(every)
+    imports = _hoisted_imports(analysis, loads)
+    training_defined = {n for s in train_statements for n in s.writes}
+    lazy_reads = {n for s in module_statements for names in s.lazy.values() for n in names}
+    train_globals = sorted(
+        set(analysis.parameters)
+        | set(analysis.artifacts)
+        | (lazy_reads & training_defined)
+    )
+    metrics = [
+        n
+        for n in analysis.metric_names
+        if any(n in s.writes for s in train_statements)
+    ]
+    body = "\n\n".join(train_blocks) or "pass"
+    return PipelineCode(
+        imports=imports,
+        module_blocks=module_blocks,
+        predict_block=predict_block,
+        train_body=indent(body, "    "),
+        train_globals=train_globals,
+        metric_names=metrics,
+        uses_display="display" in loads and "display" not in analysis.imports,
+    )
+
+
+def _is_import(statement: Statement) -> bool:
+    node = statement.node
+    return isinstance(node, ast.Import | ast.ImportFrom)
+
+
+def _synthesized(analysis: Analysis) -> tuple[str, list[Statement]]:
+    entry = analysis.entry
+    assert entry is not None and entry.returns is not None
+    blocks: list[str] = []
+    statements: list[Statement] = []
+    by_cell: dict[int, list[Statement]] = {}
+    infos: dict[int, CellInfo] = {}
+    for info, statement in entry.statements:
+        by_cell.setdefault(info.number, []).append(statement)
+        infos[info.number] = info
+    for number, chosen in by_cell.items():
+        info = infos[number]
+        last = entry.returns
+        kept = [s for s in chosen if not _is_import(s) and not isinstance(s.node, _CODE)]
+        text = _block(info, kept)
+        if last["kind"] == "expression" and number == last["cell"]:
+            final = kept[-1]
+            text = _block(info, kept[:-1]) if kept[:-1] else _header(info)
+            text += f"\nreturn {ast.unparse(final.node.value)}"  # type: ignore[attr-defined]
+        blocks.append(text)
+        statements += kept
+    if entry.returns["kind"] == "assignment":
+        blocks.append(f"return {entry.returns['expression']}")
+    args = ", ".join(entry.params)
+    cells = ", ".join(str(n) for n in by_cell)
+    doc = (
+        f'"""Prediction of the notebook\'s inference cell{"s" if len(by_cell) > 1 else ""} '
+        f'{cells}, as a function of its inputs."""'
+    )
+    body = indent("\n\n".join(blocks), "    ")
+    return f"def {entry.name}({args}):\n    {doc}\n{body}\n", statements
+
+
+def _header(info: CellInfo) -> str:
+    return f"# --- cell {info.number} ({info.role}) ---"
+
+
+def _block(info: CellInfo, statements: list[Statement]) -> str:
+    """The statements' source with the comment lines directly above each kept."""
+    lines = info.parsed.source.splitlines()
+    chosen: list[str] = []
+    previous_end = 0
+    for statement in statements:
+        node = statement.node
+        first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+        start = first
+        while start - 1 > previous_end and lines[start - 2].lstrip().startswith("#"):
+            start -= 1
+        end = node.end_lineno or node.lineno
+        if chosen and start > previous_end + 1 and lines[start - 2].strip() == "":
+            chosen.append("")
+        chosen += lines[start - 1 : end]
+        previous_end = end
+    return _header(info) + "\n" + "\n".join(chosen).rstrip()
+
+
+def _loaded_names(statements: list[Statement]) -> set[str]:
+    names: set[str] = set()
+    for statement in statements:
+        for node in ast.walk(statement.node):
+            if isinstance(node, ast.Name):
+                names.add(node.id)
+    return names
+
+
+def _hoisted_imports(analysis: Analysis, loads: set[str]) -> list[str]:
+    seen: list[str] = []
+    for name, imported in analysis.imports.items():
+        if name in loads and name not in BUILTINS | {"display"} or name == "display" and (
+            name in loads
+        ):
+            if imported.statement.startswith("from __future__"):
+                continue
+            if imported.statement not in seen:
+                seen.append(imported.statement)
+    return seen
+
+
+def indent(code: str, prefix: str) -> str:
+    """Indent code, leaving the inside of multi-line strings untouched."""
+    keep: set[int] = set()
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(code).readline):
+            if token.type == tokenize.STRING and token.end[0] > token.start[0]:
+                keep.update(range(token.start[0] + 1, token.end[0] + 1))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return textwrap.indent(code, prefix)
+    out = []
+    for number, line in enumerate(code.splitlines(), start=1):
+        out.append(line if number in keep or not line.strip() else prefix + line)
+    return "\n".join(out)

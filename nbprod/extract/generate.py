@@ -1,0 +1,338 @@
+"""Write the package source of one run: code, artifacts, parity record, tests, card.
+
+The package is rendered into a temporary folder beside the output and moved into
+place at the end, so an interrupted extract leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from .. import __version__ as nbprod_version
+from ..analysis import Analysis, analyze
+from ..exceptions import CheckFailed, OutputExists, UsageError
+from ..execute import SOURCE
+from ..instrument import runtime_source
+from ..notebook import Notebook, load_notebook
+from ..runs import RunRecord, load_record
+from .code import PipelineCode, indent, pipeline_code
+from .dependencies import pins
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("nbprod.extract", "templates"),
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,
+)
+
+
+@dataclass(frozen=True)
+class Extracted:
+    path: Path
+    package: str
+    run_id: str
+    warnings: list[str]
+
+
+def extract(
+    notebook_path: str | Path,
+    run_id: str,
+    output: str | Path,
+    *,
+    force: bool = False,
+    version: str | None = None,
+) -> Extracted:
+    """Generate the package of run ``run_id`` of the notebook into ``output``."""
+    output = Path(output).resolve()
+    if output.exists() and not force:
+        raise OutputExists(f"{output} already exists", "choose another folder, or pass --force")
+    user_notebook = load_notebook(notebook_path)
+    record, run_folder = load_record(user_notebook.path, run_id)
+    if record.status != "succeeded":
+        error = (record.error or {}).get("message", "it did not finish")
+        raise UsageError(
+            f"run {record.id} {record.status}: {error}", "extract a run that succeeded"
+        )
+    notebook = load_notebook(run_folder / SOURCE)
+    notebook = Notebook(user_notebook.path, notebook.node, notebook.cells, notebook.settings)
+    analysis = analyze(notebook)
+    if not analysis.ok:
+        raise CheckFailed([str(p) for p in analysis.errors])
+    parity = json.loads((run_folder / "parity" / "parity.json").read_text(encoding="utf-8"))
+    if not parity["calls"]:
+        raise UsageError(
+            f"run {record.id} recorded no call of `{parity['entry']}`, so the package could not "
+            "prove it predicts what the notebook did",
+            f"call `{parity['entry']}(...)` once in the notebook (an untagged or test cell), "
+            "then run it again",
+        )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.partial-"))
+    try:
+        warnings = _render(staging, notebook, analysis, record, run_folder, parity, version)
+        _move_into_place(staging, output, force)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Extracted(output, notebook.package_name, record.id, warnings)
+
+
+def default_version(record: RunRecord) -> str:
+    """PEP 440 version from the run's start time: 0.YYYYMMDD.HHMMSS."""
+    stamp = time.gmtime(record.started)
+    return f"0.{time.strftime('%Y%m%d', stamp)}.{int(time.strftime('%H%M%S', stamp))}"
+
+
+def _render(
+    root: Path,
+    notebook: Notebook,
+    analysis: Analysis,
+    record: RunRecord,
+    run_folder: Path,
+    parity: dict[str, Any],
+    version: str | None,
+) -> list[str]:
+    package = notebook.package_name
+    if not package.isidentifier():
+        raise UsageError(
+            f"package name {package!r} is not a valid Python identifier",
+            'set "name" in the notebook metadata: {"nbprod": {"name": "my_model"}}',
+        )
+    entry = analysis.entry
+    assert entry is not None
+    code = pipeline_code(analysis)
+    environment = _read_json(run_folder / "environment.json", {"packages": {}, "modules": []})
+    used = {analysis.imports[n].module for n in analysis.imports if _imported_by(code, n, analysis)}
+    requirements, test_requirements = pins(environment, used)
+    warnings: list[str] = []
+    source = root / "src" / package
+    tests = root / "tests"
+    source.mkdir(parents=True)
+    tests.mkdir()
+    shutil.copytree(run_folder / "artifacts", source / "artifacts")
+    shutil.copytree(run_folder / "parity", tests / "parity")
+    if (run_folder / "fixtures").is_dir():
+        shutil.copytree(run_folder / "fixtures", tests / "fixtures")
+    (source / "_values.py").write_text(runtime_source("values"), encoding="utf-8")
+    (source / "_artifacts.py").write_text(runtime_source("artifacts"), encoding="utf-8")
+    version = version or default_version(record)
+    context = _context(notebook, analysis, record, code, version, environment)
+    context.update(requirements=requirements, test_requirements=test_requirements)
+    context["parity_calls"] = len(parity["calls"])
+    test_cells, skipped = _tests(analysis, run_folder)
+    warnings += skipped
+    context["tests"] = test_cells
+    context["imports"] = _test_imports(analysis)
+    files = {
+        root / "pyproject.toml": "pyproject.toml.j2",
+        root / "README.md": "README.md.j2",
+        source / "__init__.py": "__init__.py.j2",
+        source / "__main__.py": "__main__.py.j2",
+        source / "cli.py": "cli.py.j2",
+        source / "config.py": "config.py.j2",
+        tests / "test_parity.py": "test_parity.py.j2",
+        tests / "test_notebook.py": "test_notebook.py.j2",
+    }
+    for path, template in files.items():
+        path.write_text(_TEMPLATES.get_template(template).render(**context), encoding="utf-8")
+    pipeline_context = dict(context, imports=code.imports)
+    (source / "pipeline.py").write_text(
+        _TEMPLATES.get_template("pipeline.py.j2").render(**pipeline_context), encoding="utf-8"
+    )
+    info = _model_info(notebook, analysis, record, version, environment)
+    (source / "model_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    for path in [source / "pipeline.py", tests / "test_notebook.py"]:
+        _check_compiles(path)
+    return warnings
+
+
+def _context(
+    notebook: Notebook,
+    analysis: Analysis,
+    record: RunRecord,
+    code: PipelineCode,
+    version: str,
+    environment: dict[str, Any],
+) -> dict[str, Any]:
+    entry = analysis.entry
+    assert entry is not None
+    package = notebook.package_name
+    values = {name: record.parameters.get(name, p.value) for name, p in analysis.parameters.items()}
+    parameter_cells = sorted({p.cell for p in analysis.parameters.values()})
+    return {
+        "package": package,
+        "distribution": package.replace("_", "-"),
+        "script": package.replace("_", "-"),
+        "env_prefix": package.upper(),
+        "version": version,
+        "run_id": record.id,
+        "notebook_name": notebook.path.name,
+        "notebook_dir": str(notebook.path.parent),
+        "notebook_sha256": record.notebook_sha256,
+        "python_minor": ".".join(platform.python_version_tuple()[:2]),
+        "python_version": environment.get("python", platform.python_version()),
+        "trained_with": [f"{k} {v}" for k, v in sorted(environment.get("packages", {}).items())],
+        "trained_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(record.started)),
+        "nbprod_version": nbprod_version,
+        "entry": entry.name,
+        "entry_kind": entry.kind,
+        "signature": entry.signature,
+        "artifacts": sorted(analysis.artifacts),
+        "artifact_hashes": record.artifacts,
+        "parameters": [(name, repr(value)) for name, value in values.items()],
+        "card_parameters": values,
+        "card_metrics": record.metrics,
+        "params": [_param_field(name, value) for name, value in values.items()],
+        "changed": [
+            n for n, p in analysis.parameters.items() if values[n] != p.value
+        ],
+        "parameters_cell": ", ".join(map(str, parameter_cells)) or "none",
+        "module_blocks": code.module_blocks,
+        "predict_block": code.predict_block,
+        "train_body": code.train_body,
+        "train_globals": code.train_globals,
+        "train_cells": [
+            c.number
+            for c in analysis.role_cells("data", "features", "train", "metrics")
+            if c.number not in analysis.training_excluded
+        ],
+        "metrics": code.metric_names,
+        "uses_display": code.uses_display,
+    }
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    annotation: str
+    default: str
+
+
+def _param_field(name: str, value: Any) -> _Field:
+    annotation = {
+        bool: "bool", int: "int", float: "float", str: "str", type(None): "Any"
+    }.get(type(value))
+    if annotation is not None:
+        return _Field(name, annotation if value is not None else "Any", repr(value))
+    kind = type(value).__name__
+    return _Field(name, f"{kind}[Any]" if kind in ("list", "dict", "set") else "Any",
+                  f"field(default_factory=lambda: {value!r})")
+
+
+@dataclass(frozen=True)
+class _TestCell:
+    cell: int
+    recorded: list[str]
+    package: list[str]
+    body: str
+
+
+def _tests(analysis: Analysis, run_folder: Path) -> tuple[list[_TestCell], list[str]]:
+    from .code import _block  # one place cuts cell source into blocks
+
+    provided = {d.name for d in analysis.module_code} | set(analysis.artifacts)
+    provided |= set(analysis.parameters)
+    entry = analysis.entry
+    if entry is not None:
+        provided.add(entry.name)
+    tests: list[_TestCell] = []
+    skipped: list[str] = []
+    for info in analysis.role_cells("test"):
+        wanted = analysis.test_fixtures.get(info.number, [])
+        stored = _read_json(run_folder / "fixtures" / f"cell_{info.number}" / "fixtures.json", {})
+        missing = [n for n in wanted if n not in stored]
+        if missing:
+            skipped.append(
+                f"cell {info.number} (test) is not in the package's tests: "
+                f"{', '.join(missing)} could not be recorded without pickle"
+            )
+            continue
+        statements = [s for s in info.statements if not isinstance(s.node, ast.Import | ast.ImportFrom)]
+        if not statements:
+            continue
+        package_names = [n for n in info.inputs if n in provided and n not in wanted]
+        tests.append(
+            _TestCell(info.number, wanted, package_names, indent(_block(info, statements), "    "))
+        )
+    return tests, skipped
+
+
+def _test_imports(analysis: Analysis) -> list[str]:
+    names = {n for info in analysis.role_cells("test") for n in info.inputs}
+    return list(dict.fromkeys(
+        analysis.imports[n].statement for n in analysis.imports if n in names
+    ))
+
+
+def _imported_by(code: PipelineCode, name: str, analysis: Analysis) -> bool:
+    return analysis.imports[name].statement in code.imports
+
+
+def _model_info(
+    notebook: Notebook,
+    analysis: Analysis,
+    record: RunRecord,
+    version: str,
+    environment: dict[str, Any],
+) -> dict[str, Any]:
+    entry = analysis.entry
+    assert entry is not None
+    return {
+        "package": notebook.package_name,
+        "version": version,
+        "notebook": notebook.path.name,
+        "notebook_sha256": record.notebook_sha256,
+        "run_id": record.id,
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.started)),
+        "entry_point": {"name": entry.name, "kind": entry.kind, "signature": entry.signature,
+                        "returns": entry.returns},
+        "parameters": record.parameters,
+        "metrics": record.metrics,
+        "artifacts": record.artifacts,
+        "python": environment.get("python"),
+        "trained_with": environment.get("packages", {}),
+        "nbprod_version": nbprod_version,
+    }
+
+
+def _check_compiles(path: Path) -> None:
+    """Generated code must at least compile; a failure here is an nbprod bug."""
+    source = path.read_text(encoding="utf-8")
+    try:
+        compile(source, str(path), "exec")
+    except SyntaxError as error:
+        raise UsageError(
+            f"nbprod generated invalid Python in {path.name}, line {error.lineno}: {error.msg}",
+            "please report this with the notebook; as a workaround, simplify the cell it names",
+        ) from error
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else default
+
+
+def _move_into_place(staging: Path, output: Path, force: bool) -> None:
+    if not output.exists():
+        os.replace(staging, output)
+        return
+    if not force:
+        raise OutputExists(f"{output} already exists", "choose another folder, or pass --force")
+    backup = output.with_name(f".{output.name}.old-{os.getpid()}")
+    os.replace(output, backup)
+    try:
+        os.replace(staging, output)
+    except BaseException:
+        os.replace(backup, output)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)

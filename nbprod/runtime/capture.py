@@ -1,0 +1,212 @@
+"""Runs inside the notebook's kernel while nbprod executes it.
+
+nbprod adds a few hidden cells around the user's cells; they call this recorder to
+(1) record what the inference entry point was given and returned (the parity
+record), (2) snapshot the values each ``test`` cell reads, and (3) at the end save
+the artifacts and metrics. It only reads the user's namespace; the user's own cells
+run unchanged. ``values`` and ``artifacts`` are the sibling runtime modules, passed
+in because this file is executed from source, not imported.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import json
+import numbers
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+MAX_CALLS = 3
+
+
+class Recorder:
+    def __init__(
+        self, run_dir: str, package_module: str, values: ModuleType, artifacts: ModuleType
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.package_module = package_module
+        self.values = values
+        self.artifacts = artifacts
+        self.calls: list[dict[str, Any]] = []
+        self.pending_inputs: dict[str, Any] | None = None
+        self.notes: list[str] = []
+        self.metrics: dict[str, float] = {}
+
+    # -- parity: an entry point the notebook defines -----------------------------------
+    def wrap(self, namespace: dict[str, Any], name: str) -> None:
+        function = namespace.get(name)
+        if not callable(function) or getattr(function, "__nbprod_wrapped__", False):
+            return
+        recorder = self
+
+        @functools.wraps(function)
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            if len(recorder.calls) >= MAX_CALLS:
+                return function(*args, **kwargs)
+            inputs = copy.deepcopy((args, kwargs))
+            result = function(*args, **kwargs)
+            recorder.calls.append(
+                {"args": list(inputs[0]), "kwargs": inputs[1], "result": copy.deepcopy(result),
+                 "source": "notebook"}
+            )
+            return result
+
+        recorded.__nbprod_wrapped__ = True  # type: ignore[attr-defined]
+        namespace[name] = recorded
+
+    # -- parity: an entry point synthesized from plain statements --------------------------
+    def before_inference(self, namespace: dict[str, Any], params: list[str]) -> None:
+        self.pending_inputs = {p: copy.deepcopy(namespace[p]) for p in params if p in namespace}
+
+    def after_inference(self, namespace: dict[str, Any], returns: str | None) -> None:
+        if self.pending_inputs is None:
+            return
+        if returns is None:
+            result = namespace.get("_")
+        else:
+            result = eval(returns, namespace)  # the assignment target, e.g. `y_pred`
+        self.calls.append(
+            {"args": list(self.pending_inputs.values()), "kwargs": {},
+             "result": copy.deepcopy(result), "source": "notebook"}
+        )
+        self.pending_inputs = None
+
+    # -- tests ---------------------------------------------------------------------------
+    def before_test(self, namespace: dict[str, Any], cell: int, names: list[str]) -> None:
+        folder = self.run_dir / "fixtures" / f"cell_{cell}"
+        stored: dict[str, Any] = {}
+        for name in names:
+            if name not in namespace:
+                continue
+            try:
+                stored[name] = self.values.encode(namespace[name], folder, name)
+            except (TypeError, ValueError) as error:
+                self.notes.append(f"test cell {cell}: `{name}` cannot be stored ({error})")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "fixtures.json").write_text(json.dumps(stored, indent=1))
+
+    # -- metrics --------------------------------------------------------------------------
+    def log_metric(self, name: str, value: Any) -> None:
+        self.metrics[name] = float(value)
+
+    # -- the end of the run ------------------------------------------------------------------
+    def finish(
+        self,
+        namespace: dict[str, Any],
+        entry: str,
+        kind: str,
+        artifacts: list[str],
+        metrics: list[str],
+        samples: list[str],
+    ) -> None:
+        for name in metrics:
+            value = namespace.get(name)
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                self.metrics.setdefault(name, float(value))
+        self._write_json("metrics.json", self.metrics)
+        if kind == "function" and not self.calls:
+            self._sample_call(namespace, entry, samples)
+        self._save_parity(entry)
+        self._relocate_notebook_classes(namespace)
+        missing = [name for name in artifacts if name not in namespace]
+        if missing:
+            raise NameError(
+                f"artifact(s) {', '.join(missing)} were not defined when the notebook finished "
+                "(deleted, or defined only in a branch that did not run)"
+            )
+        try:
+            self.artifacts.save_artifacts(
+                {name: namespace[name] for name in artifacts}, self.run_dir / "artifacts"
+            )
+        except Exception as error:
+            raise RuntimeError(f"nbprod could not save the artifacts with skops: {error}") from error
+        self._write_json("notes.json", self.notes)
+
+    def record_environment(self, modules: list[str]) -> None:
+        """Versions of the distributions behind the notebook's imports, as trained."""
+        import importlib.metadata as metadata
+        import platform
+
+        providers = metadata.packages_distributions()
+        packages: dict[str, str] = {}
+        for module in [*modules, "skops", "numpy", "pandas", "pyarrow"]:
+            for distribution in providers.get(module, []):
+                try:
+                    packages[distribution] = metadata.version(distribution)
+                except metadata.PackageNotFoundError:
+                    continue
+        self._write_json(
+            "environment.json",
+            {"python": platform.python_version(), "modules": modules, "packages": packages},
+        )
+
+    def _sample_call(self, namespace: dict[str, Any], entry: str, samples: list[str]) -> None:
+        function = namespace.get(entry)
+        if function is None:
+            return
+        try:
+            signature = inspect.signature(function)
+            required = [
+                p for p in signature.parameters.values()
+                if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
+        except (TypeError, ValueError):
+            required = []
+        if len(required) != 1:
+            self.notes.append(f"`{entry}` was never called and does not take one argument")
+            return
+        for name in samples:
+            value = namespace.get(name)
+            head = getattr(value, "head", None)
+            if head is None:
+                continue
+            try:
+                sample = head(5)
+                function(sample)  # the wrapper records the call
+                if self.calls:
+                    self.calls[-1]["source"] = f"sample of {name}"
+                    return
+            except Exception as error:
+                self.notes.append(f"`{entry}({name}.head(5))` raised {error!r}")
+        self.notes.append(f"`{entry}` was never called; add an example call in the notebook")
+
+    def _save_parity(self, entry: str) -> None:
+        folder = self.run_dir / "parity"
+        records = []
+        for i, call in enumerate(self.calls):
+            try:
+                records.append({
+                    "args": [self.values.encode(a, folder, f"call{i}_arg{j}")
+                             for j, a in enumerate(call["args"])],
+                    "kwargs": {k: self.values.encode(v, folder, f"call{i}_kw_{k}")
+                               for k, v in call["kwargs"].items()},
+                    "result": self.values.encode(call["result"], folder, f"call{i}_result"),
+                    "source": call["source"],
+                })
+            except (TypeError, ValueError) as error:
+                self.notes.append(f"call {i} of `{entry}` cannot be stored: {error}")
+                self.notes.append(traceback.format_exc(limit=2))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "parity.json").write_text(
+            json.dumps({"entry": entry, "calls": records}, indent=1)
+        )
+
+    def _relocate_notebook_classes(self, namespace: dict[str, Any]) -> None:
+        """Classes and functions defined in cells live in ``<package>.pipeline`` once
+        extracted; skops records an object's module, so point it there before saving."""
+        for value in list(namespace.values()):
+            if (inspect.isclass(value) or inspect.isfunction(value)) and getattr(
+                value, "__module__", None
+            ) == "__main__":
+                try:
+                    value.__module__ = self.package_module
+                except (AttributeError, TypeError):
+                    continue
+
+    def _write_json(self, name: str, data: Any) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / name).write_text(json.dumps(data, indent=1))
