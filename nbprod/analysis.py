@@ -22,8 +22,24 @@ Severity = Literal["error", "warning"]
 # Reductions of a data frame give values fitted on training data, not input rows.
 _REDUCTIONS = frozenset(
     {
-        "mean", "median", "std", "var", "sum", "min", "max", "quantile", "nunique", "unique",
-        "value_counts", "count", "mode", "describe", "tolist", "to_list", "to_dict", "keys",
+        "mean",
+        "median",
+        "std",
+        "var",
+        "sum",
+        "min",
+        "max",
+        "quantile",
+        "nunique",
+        "unique",
+        "value_counts",
+        "count",
+        "mode",
+        "describe",
+        "tolist",
+        "to_list",
+        "to_dict",
+        "keys",
     }
 )
 # Methods of fitted estimators that map input rows to output rows.
@@ -260,9 +276,7 @@ class _Analyzer:
         hint: str | None = None,
         name: str | None = None,
     ) -> None:
-        self.problems.append(
-            Problem(severity, info.number, info.role, line, message, hint, name)
-        )
+        self.problems.append(Problem(severity, info.number, info.role, line, message, hint, name))
 
     # -- per cell ------------------------------------------------------------------------
     def _cell(self, cell: Cell) -> CellInfo:
@@ -287,7 +301,7 @@ class _Analyzer:
                 f"the cell does not parse: {error.msg}",
                 "fix the syntax; nbprod reads the cell as Python (with IPython magics)",
             )
-        for magic in parsed.magics:
+        for magic in parsed.magics if cell.role else []:
             self.problem(
                 "warning",
                 info,
@@ -576,9 +590,7 @@ class _Analyzer:
         prediction = self._prediction_definitions()
         training = self._definitions_before(len(self.cells))
         training_only = {
-            name: d
-            for name, d in self._training_definitions().items()
-            if name not in prediction
+            name: d for name, d in self._training_definitions().items() if name not in prediction
         }
         code: dict[str, Definition] = {}
         artifacts: dict[str, Definition] = {}
@@ -591,9 +603,9 @@ class _Analyzer:
             pending = []
             defined: set[str] = set()
             for info, statement in entry.statements:
-                for name, line in statement.reads.items():
+                for name, read_line in statement.reads.items():
                     if name not in defined:
-                        pending.append((name, info.number, line))
+                        pending.append((name, info.number, read_line))
                 defined |= set(statement.writes)
         seen: set[str] = set()
         while pending:
@@ -605,8 +617,10 @@ class _Analyzer:
             if name in prediction:
                 definition = prediction[name]
                 code[name] = definition
-                follow = definition.lazy if definition.kind in ("def", "class") else set(
-                    definition.statement.reads
+                follow = (
+                    definition.lazy
+                    if definition.kind in ("def", "class")
+                    else set(definition.statement.reads)
                 )
                 pending += [(n, definition.info.number, None) for n in sorted(follow)]
             elif name in training_only and training_only[name].role == "parameters":
@@ -745,7 +759,9 @@ class _Analyzer:
             )
             return None
         called = {
-            name for _, s in functions.values() for name in s.lazy.get(s.node.name, set())  # type: ignore[attr-defined]
+            name
+            for _, s in functions.values()
+            for name in s.lazy.get(s.node.name, set())  # type: ignore[attr-defined]
         }
         candidates = [name for name in functions if name not in called]
         if len(candidates) == 1:
@@ -873,10 +889,14 @@ class _Analyzer:
                 if isinstance(node, ast.Import | ast.ImportFrom):
                     continue
                 is_code = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
-                is_constant = isinstance(node, ast.Assign | ast.AnnAssign) and all(
-                    n in constants or n in self.imports or n in BUILTINS
-                    for n in statement.reads
-                ) and not statement.mutates
+                is_constant = (
+                    isinstance(node, ast.Assign | ast.AnnAssign)
+                    and all(
+                        n in constants or n in self.imports or n in BUILTINS
+                        for n in statement.reads
+                    )
+                    and not statement.mutates
+                )
                 if info.role == "inference" and not is_code:
                     # Example calls and synthesized statements are handled elsewhere; beside
                     # a `def predict`, literal constants and lambdas are module-level code.

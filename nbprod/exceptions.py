@@ -96,6 +96,9 @@ class CheckFailed(NbprodError):
 class ExecutionFailed(CellError):
     """A cell raised (or the kernel died) while nbprod ran the notebook."""
 
+    run_id: str | None = None
+    run_folder: object = None
+
 
 class RunNotFound(UsageError):
     """No run with the given id exists for this notebook."""

@@ -37,7 +37,9 @@ def parse_parameter(text: str) -> tuple[str, Any]:
     name, sep, value = text.partition("=")
     name = name.strip()
     if not sep or not name.isidentifier():
-        raise UsageError(f"bad parameter {text!r}", "write parameters as NAME=VALUE, e.g. -p alpha=0.5")
+        raise UsageError(
+            f"bad parameter {text!r}", "write parameters as NAME=VALUE, e.g. -p alpha=0.5"
+        )
     try:
         return name, ast.literal_eval(value.strip())
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -94,6 +96,7 @@ def run_notebook(
     try:
         _execute(notebook, analysis, parameters, folder, kernel, timeout)
     except ExecutionFailed as error:
+        error.run_id, error.run_folder = run_id, folder
         record.status = "failed"
         record.error = {
             "cell": error.cell,

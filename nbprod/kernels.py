@@ -20,7 +20,7 @@ from jupyter_client.manager import AsyncKernelManager
 CURRENT_PYTHON = "python3"
 
 
-class CurrentPythonKernelManager(AsyncKernelManager):  # type: ignore[misc]
+class CurrentPythonKernelManager(AsyncKernelManager):
     """An ipykernel on this very interpreter, whatever kernelspecs are installed.
 
     It talks over unix sockets in a private folder: no TCP ports to race for when

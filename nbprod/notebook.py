@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import keyword
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nbformat
 from nbformat.v4.rwbase import rejoin_lines
+from nbformat.validator import normalize
 
 from .exceptions import NotebookFileError
 
@@ -63,7 +65,8 @@ class Notebook:
 
 def package_name_from(path: Path) -> str:
     """The notebook's file name made a valid, PEP 8 style module name."""
-    name = re.sub(r"\W+", "_", path.stem.strip().lower()).strip("_") or "model"
+    ascii_stem = unicodedata.normalize("NFKD", path.stem).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^0-9a-zA-Z]+", "_", ascii_stem.strip().lower()).strip("_") or "model"
     if name[0].isdigit() or keyword.iskeyword(name):
         name = f"nb_{name}"
     return name
@@ -91,7 +94,7 @@ def load_notebook(path: str | Path) -> Notebook:
 
 def parse_notebook(raw: Any, name: str = "notebook") -> nbformat.NotebookNode:
     """Validate a decoded notebook JSON document and return it as nbformat version 4."""
-    if not isinstance(raw, dict) or "cells" not in raw and "worksheets" not in raw:
+    if not isinstance(raw, dict) or ("cells" not in raw and "worksheets" not in raw):
         raise NotebookFileError(f"{name} is not a Jupyter notebook: it has no 'cells'")
     major = raw.get("nbformat")
     if not isinstance(major, int):
@@ -101,6 +104,7 @@ def parse_notebook(raw: Any, name: str = "notebook") -> nbformat.NotebookNode:
             f"{name} uses nbformat {major}, which nbprod does not support",
             "open and save it with a current Jupyter to upgrade it to nbformat 4",
         )
+    _, raw = normalize(raw)  # e.g. adds the cell ids nbformat 4.5 requires
     node = rejoin_lines(nbformat.from_dict(raw))
     try:
         nbformat.validate(node)
@@ -135,8 +139,18 @@ def _settings(node: nbformat.NotebookNode) -> Settings:
     smoke = meta.get("smoke", {}) or {}
     if not isinstance(smoke, dict):
         raise NotebookFileError("metadata.nbprod.smoke must be an object of parameter values")
+    name = meta.get("name")
+    if name is not None and not (
+        isinstance(name, str)
+        and re.fullmatch(r"[a-z_][a-z0-9_]*", name)
+        and not keyword.iskeyword(name)
+    ):
+        raise NotebookFileError(
+            f"metadata.nbprod.name {name!r} is not a valid package name",
+            'use lower-case letters, digits and underscores, e.g. "churn_model"',
+        )
     return Settings(
-        name=meta.get("name"),
+        name=name,
         inference=meta.get("inference"),
         smoke=dict(smoke),
         inputs=tuple(meta.get("inputs", ()) or ()),

@@ -52,7 +52,7 @@ class ParsedCell:
 def parse_cell(source: str) -> ParsedCell:
     """Parse one cell; never raises for bad input (the error is kept on the result)."""
     try:
-        python = TransformerManager().transform_cell(source)  # type: ignore[no-untyped-call]
+        python = TransformerManager().transform_cell(source)
     except Exception as error:  # IPython raises various errors on malformed magics
         return ParsedCell(source=source, syntax_error=SyntaxError(str(error)))
     cell = ParsedCell(source=python)

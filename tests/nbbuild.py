@@ -16,7 +16,11 @@ Cell = tuple[str | None, str] | str
 
 def notebook_node(*cells: Cell, nbprod: dict[str, Any] | None = None) -> nbformat.NotebookNode:
     nb = new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     if nbprod is not None:
         nb.metadata["nbprod"] = nbprod
     for cell in cells:

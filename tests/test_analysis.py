@@ -445,7 +445,7 @@ def test_untagged_cells_may_read_anything(tmp_path: Path) -> None:
         (None, "plot(undefined_thing)"),
         PREDICT,
     )
-    assert analysis.problems == [p for p in analysis.problems if p.cell != 2]
+    assert [p for p in analysis.problems if p.cell == 2] == []
 
 
 # -- parameters ------------------------------------------------------------------------
@@ -1019,3 +1019,76 @@ def test_threshold_computed_from_predictions_stays_an_artifact(tmp_path: Path) -
     assert analysis.errors == []
     assert analysis.entry is not None and analysis.entry.params == ["X_test"]
     assert set(analysis.artifacts) == {"model", "threshold"}
+
+
+def test_parameter_read_by_plain_inference_is_neither_argument_nor_artifact(
+    tmp_path: Path,
+) -> None:
+    analysis = check(
+        tmp_path,
+        ("parameters", "cutoff = 0.5"),
+        *synthesized_notebook("y_pred = model.predict(X_test) > cutoff"),
+    )
+    assert analysis.errors == []
+    assert analysis.entry is not None and analysis.entry.params == ["X_test"]
+    assert set(analysis.artifacts) == {"model"}
+
+
+def test_data_value_read_by_a_feature_function_is_an_artifact(tmp_path: Path) -> None:
+    analysis = check(
+        tmp_path,
+        ("data", "categories = ['a', 'b']"),
+        ("features", "def encode(X):\n    return [categories.index(x) for x in X]"),
+        ("train", "model = encode(['a'])"),
+        ("inference", "def predict(X):\n    return model.predict(encode(X))"),
+    )
+    assert analysis.errors == []
+    assert {n: d.role for n, d in analysis.artifacts.items()} == {
+        "model": "train",
+        "categories": "data",
+    }
+
+
+def test_threshold_chosen_in_a_metrics_cell_is_an_artifact(tmp_path: Path) -> None:
+    analysis = check(
+        tmp_path,
+        ("train", "model = 1"),
+        ("metrics", "accuracy = 0.9\nthreshold = 0.4"),
+        ("inference", "def predict(X):\n    return model.predict(X) > threshold"),
+    )
+    assert analysis.errors == []
+    assert analysis.artifacts["threshold"].role == "metrics"
+
+
+def test_untagged_definition_after_the_reader_is_reported_as_later(tmp_path: Path) -> None:
+    analysis = check(
+        tmp_path,
+        ("train", "model = rate"),
+        (None, "rate = 2"),
+        PREDICT,
+    )
+    assert errors(analysis) == [(1, 1, "rate")]
+    assert analysis.errors[0].message == (
+        "reads `rate` before it is defined: cell 2 (untagged) defines it later"
+    )
+
+
+def test_deleted_artifact_is_not_available_to_prediction(tmp_path: Path) -> None:
+    analysis = check(
+        tmp_path,
+        ("train", "model = 1\nscaler = 2\ndel scaler"),
+        ("inference", "def predict(X):\n    return model.predict(scaler.transform(X))"),
+    )
+    assert [(p.cell, p.name) for p in analysis.errors] == [(2, "scaler")]
+    assert set(analysis.artifacts) == {"model"}
+
+
+def test_import_in_a_later_cell_is_available_to_earlier_roles(tmp_path: Path) -> None:
+    analysis = check(
+        tmp_path,
+        ("train", "model = np.zeros(3)"),
+        PREDICT,
+        (None, "import numpy as np"),
+    )
+    assert analysis.errors == []
+    assert analysis.role_imports == {"train": ["np"]}

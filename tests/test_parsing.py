@@ -143,6 +143,16 @@ def test_magic_in_a_tagged_cell_is_a_warning_not_an_error(tmp_path: Path) -> Non
     ]
 
 
+def test_magic_in_an_untagged_cell_is_not_reported(tmp_path: Path) -> None:
+    analysis = check(
+        tmp_path,
+        (None, "%matplotlib inline\nimport math"),
+        ("train", "model = math.pi"),
+        ("inference", PREDICT),
+    )
+    assert [p for p in analysis.problems if "magic" in p.message] == []
+
+
 def test_pip_installs_anywhere_become_dependency_hints(tmp_path: Path) -> None:
     analysis = check(
         tmp_path,

@@ -37,9 +37,7 @@ def pipeline_code(analysis: Analysis) -> PipelineCode:
     module_blocks: list[str] = []
     module_statements: list[Statement] = []
     for info in analysis.role_cells("features", "inference"):
-        chosen = [
-            s for s in info.statements if id(s) in module_ids
-        ]
+        chosen = [s for s in info.statements if id(s) in module_ids]
         if chosen:
             module_blocks.append(_block(info, chosen))
             module_statements += chosen
@@ -56,9 +54,7 @@ def pipeline_code(analysis: Analysis) -> PipelineCode:
         chosen = [
             s
             for s in info.statements
-            if not _is_import(s) and not (
-                info.role == "features" and id(s) in module_ids
-            )
+            if not _is_import(s) and not (info.role == "features" and id(s) in module_ids)
         ]
         if chosen:
             train_blocks.append(_block(info, chosen))
@@ -69,15 +65,9 @@ def pipeline_code(analysis: Analysis) -> PipelineCode:
     training_defined = {n for s in train_statements for n in s.writes}
     lazy_reads = {n for s in module_statements for names in s.lazy.values() for n in names}
     train_globals = sorted(
-        set(analysis.parameters)
-        | set(analysis.artifacts)
-        | (lazy_reads & training_defined)
+        set(analysis.parameters) | set(analysis.artifacts) | (lazy_reads & training_defined)
     )
-    metrics = [
-        n
-        for n in analysis.metric_names
-        if any(n in s.writes for s in train_statements)
-    ]
+    metrics = [n for n in analysis.metric_names if any(n in s.writes for s in train_statements)]
     body = "\n\n".join(train_blocks) or "pass"
     return PipelineCode(
         imports=imports,
@@ -163,8 +153,8 @@ def _loaded_names(statements: list[Statement]) -> set[str]:
 def _hoisted_imports(analysis: Analysis, loads: set[str]) -> list[str]:
     seen: list[str] = []
     for name, imported in analysis.imports.items():
-        if name in loads and name not in BUILTINS | {"display"} or name == "display" and (
-            name in loads
+        if (name in loads and name not in BUILTINS | {"display"}) or (
+            name == "display" and (name in loads)
         ):
             if imported.statement.startswith("from __future__"):
                 continue

@@ -194,9 +194,7 @@ def _context(
         "card_parameters": values,
         "card_metrics": record.metrics,
         "params": [_param_field(name, value) for name, value in values.items()],
-        "changed": [
-            n for n, p in analysis.parameters.items() if values[n] != p.value
-        ],
+        "changed": [n for n, p in analysis.parameters.items() if values[n] != p.value],
         "parameters_cell": ", ".join(map(str, parameter_cells)) or "none",
         "module_blocks": code.module_blocks,
         "predict_block": code.predict_block,
@@ -220,14 +218,17 @@ class _Field:
 
 
 def _param_field(name: str, value: Any) -> _Field:
-    annotation = {
-        bool: "bool", int: "int", float: "float", str: "str", type(None): "Any"
-    }.get(type(value))
+    annotation = {bool: "bool", int: "int", float: "float", str: "str", type(None): "Any"}.get(
+        type(value)
+    )
     if annotation is not None:
         return _Field(name, annotation if value is not None else "Any", repr(value))
     kind = type(value).__name__
-    return _Field(name, f"{kind}[Any]" if kind in ("list", "dict", "set") else "Any",
-                  f"field(default_factory=lambda: {value!r})")
+    return _Field(
+        name,
+        f"{kind}[Any]" if kind in ("list", "dict", "set") else "Any",
+        f"field(default_factory=lambda: {value!r})",
+    )
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,9 @@ def _tests(analysis: Analysis, run_folder: Path) -> tuple[list[_TestCell], list[
                 f"{', '.join(missing)} could not be recorded without pickle"
             )
             continue
-        statements = [s for s in info.statements if not isinstance(s.node, ast.Import | ast.ImportFrom)]
+        statements = [
+            s for s in info.statements if not isinstance(s.node, ast.Import | ast.ImportFrom)
+        ]
         if not statements:
             continue
         package_names = [n for n in info.inputs if n in provided and n not in wanted]
@@ -270,9 +273,9 @@ def _tests(analysis: Analysis, run_folder: Path) -> tuple[list[_TestCell], list[
 
 def _test_imports(analysis: Analysis) -> list[str]:
     names = {n for info in analysis.role_cells("test") for n in info.inputs}
-    return list(dict.fromkeys(
-        analysis.imports[n].statement for n in analysis.imports if n in names
-    ))
+    return list(
+        dict.fromkeys(analysis.imports[n].statement for n in analysis.imports if n in names)
+    )
 
 
 def _imported_by(code: PipelineCode, name: str, analysis: Analysis) -> bool:
@@ -295,8 +298,12 @@ def _model_info(
         "notebook_sha256": record.notebook_sha256,
         "run_id": record.id,
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.started)),
-        "entry_point": {"name": entry.name, "kind": entry.kind, "signature": entry.signature,
-                        "returns": entry.returns},
+        "entry_point": {
+            "name": entry.name,
+            "kind": entry.kind,
+            "signature": entry.signature,
+            "returns": entry.returns,
+        },
         "parameters": record.parameters,
         "metrics": record.metrics,
         "artifacts": record.artifacts,

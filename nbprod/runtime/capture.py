@@ -50,8 +50,12 @@ class Recorder:
             inputs = copy.deepcopy((args, kwargs))
             result = function(*args, **kwargs)
             recorder.calls.append(
-                {"args": list(inputs[0]), "kwargs": inputs[1], "result": copy.deepcopy(result),
-                 "source": "notebook"}
+                {
+                    "args": list(inputs[0]),
+                    "kwargs": inputs[1],
+                    "result": copy.deepcopy(result),
+                    "source": "notebook",
+                }
             )
             return result
 
@@ -65,13 +69,15 @@ class Recorder:
     def after_inference(self, namespace: dict[str, Any], returns: str | None) -> None:
         if self.pending_inputs is None:
             return
-        if returns is None:
-            result = namespace.get("_")
-        else:
-            result = eval(returns, namespace)  # the assignment target, e.g. `y_pred`
+        # the assignment target (e.g. `y_pred`), else the value IPython displayed last
+        result = namespace.get("_") if returns is None else eval(returns, namespace)
         self.calls.append(
-            {"args": list(self.pending_inputs.values()), "kwargs": {},
-             "result": copy.deepcopy(result), "source": "notebook"}
+            {
+                "args": list(self.pending_inputs.values()),
+                "kwargs": {},
+                "result": copy.deepcopy(result),
+                "source": "notebook",
+            }
         )
         self.pending_inputs = None
 
@@ -123,7 +129,9 @@ class Recorder:
                 {name: namespace[name] for name in artifacts}, self.run_dir / "artifacts"
             )
         except Exception as error:
-            raise RuntimeError(f"nbprod could not save the artifacts with skops: {error}") from error
+            raise RuntimeError(
+                f"nbprod could not save the artifacts with skops: {error}"
+            ) from error
         self._write_json("notes.json", self.notes)
 
     def record_environment(self, modules: list[str]) -> None:
@@ -151,7 +159,8 @@ class Recorder:
         try:
             signature = inspect.signature(function)
             required = [
-                p for p in signature.parameters.values()
+                p
+                for p in signature.parameters.values()
                 if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
             ]
         except (TypeError, ValueError):
@@ -179,14 +188,20 @@ class Recorder:
         records = []
         for i, call in enumerate(self.calls):
             try:
-                records.append({
-                    "args": [self.values.encode(a, folder, f"call{i}_arg{j}")
-                             for j, a in enumerate(call["args"])],
-                    "kwargs": {k: self.values.encode(v, folder, f"call{i}_kw_{k}")
-                               for k, v in call["kwargs"].items()},
-                    "result": self.values.encode(call["result"], folder, f"call{i}_result"),
-                    "source": call["source"],
-                })
+                records.append(
+                    {
+                        "args": [
+                            self.values.encode(a, folder, f"call{i}_arg{j}")
+                            for j, a in enumerate(call["args"])
+                        ],
+                        "kwargs": {
+                            k: self.values.encode(v, folder, f"call{i}_kw_{k}")
+                            for k, v in call["kwargs"].items()
+                        },
+                        "result": self.values.encode(call["result"], folder, f"call{i}_result"),
+                        "source": call["source"],
+                    }
+                )
             except (TypeError, ValueError) as error:
                 self.notes.append(f"call {i} of `{entry}` cannot be stored: {error}")
                 self.notes.append(traceback.format_exc(limit=2))

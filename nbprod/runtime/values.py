@@ -44,11 +44,11 @@ def encode(value: Any, folder: Path, stem: str) -> dict[str, Any]:
     if isinstance(value, np.generic):
         return {"kind": "scalar", "dtype": value.dtype.str, "value": _plain(value.item())}
     if isinstance(value, list | tuple):
-        items = [encode(v, folder, f"{stem}_{i}") for i, v in enumerate(value)]
-        return {"kind": type(value).__name__, "items": items}
+        listed = [encode(v, folder, f"{stem}_{i}") for i, v in enumerate(value)]
+        return {"kind": type(value).__name__, "items": listed}
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        items = {k: encode(v, folder, f"{stem}_{i}") for i, (k, v) in enumerate(value.items())}
-        return {"kind": "dict", "items": items}
+        mapped = {k: encode(v, folder, f"{stem}_{i}") for i, (k, v) in enumerate(value.items())}
+        return {"kind": "dict", "items": mapped}
     return {"kind": "json", "value": _plain(value)}
 
 

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# nbprod's main job end to end on a shipped example notebook:
+# check → run → extract → install into a clean venv → the package's tests → predict.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export UV_CACHE_DIR="${UV_CACHE_DIR:-$PWD/.cache/uv}"
+NOTEBOOK="${1:-example_notebooks/cancer_threshold.ipynb}"
+OUT="${OUT:-out/demo}"
+bash scripts/setup.sh
+PATH="$PWD/.venv/bin:$PATH"
+
+echo "== nbprod check $NOTEBOOK"
+nbprod check "$NOTEBOOK"
+echo "== nbprod run $NOTEBOOK"
+RUN_ID=$(nbprod run "$NOTEBOOK" --json | python -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+echo "run $RUN_ID"
+echo "== nbprod extract --run $RUN_ID -o $OUT/package"
+nbprod extract "$NOTEBOOK" --run "$RUN_ID" -o "$OUT/package" --force
+echo "== install into a clean venv ($OUT/venv) and run the package's own tests"
+rm -rf "$OUT/venv"
+uv venv --quiet --python .venv/bin/python "$OUT/venv"
+uv pip install --quiet --python "$OUT/venv/bin/python" "$OUT/package[test]"
+(cd "$OUT/package" && ../venv/bin/python -m pytest -q)
+echo "== predict with the installed package"
+"$OUT/venv/bin/python" - "$NOTEBOOK" <<'PY'
+import importlib, json, pathlib, sys
+import pandas as pd
+package_dir = next(pathlib.Path(sys.argv[0] if False else "out/demo/package/src").iterdir())
+pkg = importlib.import_module(package_dir.name)
+info = pkg.info()
+print(f"{info['package']} {info['version']} from run {info['run_id']}: {info['entry_point']['signature']}")
+print("metrics:", json.dumps(info["metrics"]))
+parity = pathlib.Path("out/demo/package/tests/parity")
+from importlib import import_module
+values = import_module(f"{package_dir.name}._values")
+call = json.loads((parity / "parity.json").read_text())["calls"][0]
+args = [values.decode(a, parity) for a in call["args"]]
+expected = values.decode(call["result"], parity)
+got = pkg.predict(*args)
+values.assert_same(got, expected, "prediction")
+print("package prediction :", list(pd.Series(list(got)).head(8)))
+print("notebook prediction:", list(pd.Series(list(expected)).head(8)))
+print("identical to what the notebook predicted: yes")
+PY

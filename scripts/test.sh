@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The project's whole test suite on a fresh machine: set-up, lint, types, tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export UV_CACHE_DIR="${UV_CACHE_DIR:-$PWD/.cache/uv}"
+bash scripts/setup.sh
+.venv/bin/ruff check nbprod tests bench example_notebooks
+.venv/bin/ruff format --check nbprod tests bench example_notebooks
+.venv/bin/mypy
+# pytest exits 5 when it collects nothing: that is a failure here too.
+.venv/bin/python -m pytest -p no:cacheprovider "$@"
