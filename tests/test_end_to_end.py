@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from nbprod.runtime.values import assert_same, decode
 from paths import EXAMPLE_NAMES, copy_example
 from tools import make_venv, nbprod
+
+from nbprod.runtime.values import assert_same, decode
 
 pytestmark = pytest.mark.slow
 
