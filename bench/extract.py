@@ -344,7 +344,16 @@ def _notebook(cells: list[nbformat.NotebookNode]) -> nbformat.NotebookNode:
         "display_name": "Python 3 (ipykernel)",
         "language": "python",
     }
-    nb.metadata["language_info"] = {"name": "python"}
+    # as Jupyter saves it: nbconvert --to script reads the exporter and extension from here
+    nb.metadata["language_info"] = {
+        "name": "python",
+        "version": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "file_extension": ".py",
+        "mimetype": "text/x-python",
+        "nbconvert_exporter": "python",
+        "pygments_lexer": "ipython3",
+        "codemirror_mode": {"name": "ipython", "version": 3},
+    }
     nb.metadata["nbprod"] = {"name": "synthetic_bench"}
     for index, cell in enumerate(cells):
         cell["id"] = f"bench-{index:03d}"
@@ -389,6 +398,11 @@ def summed(first: list[float], second: list[float]) -> list[float]:
 
 
 def main() -> None:
+    if not (BIN / "jupyter-nbconvert").exists():
+        raise SystemExit(
+            "nbconvert is missing (it is in the dev extras); install it with\n"
+            "  .venv/bin/uv pip install --python .venv/bin/python nbconvert"
+        )
     with tempfile.TemporaryDirectory(prefix="nbprod-bench-") as tmp:
         root = Path(tmp)
         path = root / "synthetic_bench.ipynb"
@@ -409,6 +423,10 @@ def main() -> None:
             ),
             "analyze (in-process)": lambda: analyze(load_notebook(path)),
             "extract (in-process)": lambda: extract(path, record.id, lib_out, force=True),
+            # not part of the comparison: how much of the CLI's time is importing
+            "import nbprod.extract (python -c)": lambda: run_cli(
+                [sys.executable, "-c", "import nbprod.extract"]
+            ),
             "nbconvert --to script": lambda: run_cli(
                 [jupyter, "nbconvert", "--to", "script", str(path), "--output-dir", str(script_out)]
             ),
@@ -428,9 +446,20 @@ def main() -> None:
         f"notebook: {CODE_CELLS} code cells + {markdown} markdown cells; "
         f"run {record.id} took {run_seconds:.1f} s (untimed set-up)"
     )
-    print(f"{'':32} {'median':>9} {'min':>9} {'max':>9}   ({REPEATS} repeats, 1 warm-up)")
-    for name, values in times.items():
-        print(f"{name:32} {median[name]:8.3f}s {min(values):8.3f}s {max(values):8.3f}s")
+    print(f"{'':34} {'median':>9} {'min':>9} {'max':>9}   ({REPEATS} repeats, 1 warm-up)")
+    rows = [
+        "nbprod check (CLI)",
+        "nbprod extract (CLI)",
+        "check + extract (CLI)",
+        "analyze (in-process)",
+        "extract (in-process)",
+        "analyze + extract (in-process)",
+        "import nbprod.extract (python -c)",
+        "nbconvert --to script",
+    ]
+    for name in rows:
+        values = times[name]
+        print(f"{name:34} {median[name]:8.3f}s {min(values):8.3f}s {max(values):8.3f}s")
     print()
     cli, lib = median["check + extract (CLI)"], median["analyze + extract (in-process)"]
     print(f"check+extract (CLI) / nbconvert --to script = {cli / baseline:.2f}x")

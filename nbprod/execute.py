@@ -8,6 +8,7 @@ or the failing cell) in the run's folder. The user's notebook is only read.
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import re
 import shutil
@@ -131,7 +132,12 @@ def _execute(
 
     output = folder / EXECUTED
     prepared = instrument(notebook.node, analysis, str(folder), notebook.package_name)
-    engine_options: dict[str, Any] = {}
+    live: dict[int, nbformat.NotebookNode] = {}  # cells as the kernel ran them
+
+    def started(cell: nbformat.NotebookNode, cell_index: int, **_: Any) -> None:
+        live[cell_index] = cell
+
+    engine_options: dict[str, Any] = {"on_cell_start": started}
     manager = kernel_manager_for(kernel)
     if manager is not None:
         engine_options["kernel_manager_class"] = manager
@@ -151,12 +157,19 @@ def _execute(
         executed = _strip_output(output)
         raise _cell_failure(notebook, executed, error.ename, error.evalue) from None
     except (DeadKernelError, CellTimeoutError) as error:
-        nbformat.write(strip(prepared), str(output))
-        reason = "the kernel died" if isinstance(error, DeadKernelError) else "timed out"
+        partial = _partial_notebook(prepared, live)
+        running = live[max(live)] if live else None
+        number = int(running.metadata.get(SOURCE_CELL, 0)) if running is not None else 0
+        nbformat.write(strip(partial), str(output))
+        cell = next((c for c in notebook.cells if c.number == number), None)
+        if isinstance(error, DeadKernelError):
+            message = "the kernel died while running this cell"
+            hint = "look for os._exit, running out of memory, or a crash in native code"
+        else:
+            message = f"the cell ran longer than the timeout of {timeout:g} s"
+            hint = "make the cell faster, or pass a larger --timeout"
         raise ExecutionFailed(
-            f"{reason} while running the notebook: {error}",
-            "check the cell for os._exit, out-of-memory or a crash in native code",
-            cell=_running_cell(prepared) or 0,
+            message, hint, cell=number, role=cell.role if cell else None
         ) from None
     _strip_output(output)
 
@@ -186,12 +199,15 @@ def _failing_cell(executed: nbformat.NotebookNode) -> dict[str, Any] | None:
     return None
 
 
-def _running_cell(prepared: nbformat.NotebookNode) -> int | None:
-    for cell in prepared.cells:
-        status = cell.metadata.get("papermill", {}).get("status")
-        if status in ("running", "failed") and cell.metadata.get(SOURCE_CELL):
-            return int(cell.metadata[SOURCE_CELL])
-    return None
+def _partial_notebook(
+    prepared: nbformat.NotebookNode, live: dict[int, nbformat.NotebookNode]
+) -> nbformat.NotebookNode:
+    """The notebook with the outputs of the cells that ran before the kernel was lost."""
+    partial = copy.deepcopy(prepared)
+    for index, cell in live.items():
+        if index < len(partial.cells):
+            partial.cells[index] = copy.deepcopy(cell)
+    return partial
 
 
 def _cell_failure(

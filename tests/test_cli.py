@@ -1,0 +1,242 @@
+"""The `nbprod` command line: exit codes and messages of every error path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nbbuild import write_notebook
+from tools import nbprod
+
+SMALL = (
+    ("parameters", "a = 2"),
+    ("data", "xs = [1, 2, 3]"),
+    ("train", "w = sum(xs) * a"),
+    ("inference", "def predict(x):\n    return x * w"),
+    (None, "predict(5)"),
+    ("test", "assert predict(1) == w"),
+)
+
+
+def small(tmp_path: Path, *cells: tuple[str | None, str]) -> Path:
+    return write_notebook(tmp_path / "small.ipynb", *(cells or SMALL))
+
+
+def test_check_ok_exits_0_and_names_the_entry_point(tmp_path: Path) -> None:
+    result = nbprod("check", small(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "predict(x)" in result.stdout
+    assert "artifacts: w" in result.stdout
+
+
+def test_check_problems_exit_1_with_cell_line_and_fix(tmp_path: Path) -> None:
+    notebook = write_notebook(
+        tmp_path / "nb.ipynb",
+        (None, "df = [1]"),
+        ("train", "x = 1\nmodel = len(df)"),
+        ("inference", "def predict(v):\n    return model"),
+    )
+    result = nbprod("check", notebook)
+    assert result.returncode == 1
+    assert (
+        "cell 2 (train), line 2: reads `df`, which only the untagged cell 1 defines"
+        in result.stdout
+    )
+    assert "  fix: tag cell 1 `data`" in result.stdout
+
+
+def test_check_json_is_the_analysis(tmp_path: Path) -> None:
+    result = nbprod("check", small(tmp_path), "--json")
+    assert result.returncode == 0
+    data = json.loads(result.stdout)
+    assert data["entry_point"]["signature"] == "predict(x)"
+    assert [a["name"] for a in data["artifacts"]] == ["w"]
+    assert data["roles"]["train"]["inputs"] == ["a", "xs"]
+    assert data["problems"] == []
+
+
+def test_check_json_with_problems_still_exits_1(tmp_path: Path) -> None:
+    notebook = small(tmp_path, ("parameters", "a = len([])"), ("inference", "y = a"))
+    result = nbprod("check", notebook, "--json")
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["problems"][0]["cell"] == 1
+
+
+def test_missing_file_exits_2(tmp_path: Path) -> None:
+    result = nbprod("check", tmp_path / "nope.ipynb")
+    assert result.returncode == 2
+    assert "nope.ipynb: no such file" in result.stderr
+
+
+def test_not_json_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "broken.ipynb"
+    path.write_text('{"cells": [', encoding="utf-8")
+    result = nbprod("check", path)
+    assert result.returncode == 2
+    assert "is not valid JSON (line 1" in result.stderr
+
+
+def test_json_that_is_not_a_notebook_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "data.ipynb"
+    path.write_text('{"hello": 1}', encoding="utf-8")
+    result = nbprod("check", path)
+    assert result.returncode == 2
+    assert "is not a Jupyter notebook" in result.stderr
+
+
+def test_unsupported_nbformat_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "old.ipynb"
+    path.write_text(json.dumps({"nbformat": 2, "nbformat_minor": 0, "cells": []}), encoding="utf-8")
+    result = nbprod("check", path)
+    assert result.returncode == 2
+    assert "uses nbformat 2, which nbprod does not support" in result.stderr
+
+
+def test_unknown_option_is_a_usage_error(tmp_path: Path) -> None:
+    result = nbprod("check", "--bogus", small(tmp_path))
+    assert result.returncode == 2
+
+
+def test_run_unknown_parameter_fails_before_running(tmp_path: Path) -> None:
+    notebook = small(tmp_path)
+    result = nbprod("run", notebook, "-p", "b=3")
+    assert result.returncode == 2
+    assert "unknown parameter b" in result.stderr
+    assert "the notebook's parameters are: a" in result.stderr
+    assert not (tmp_path / ".nbprod").exists(), "nothing may run for a bad parameter"
+
+
+def test_run_bad_parameter_syntax(tmp_path: Path) -> None:
+    result = nbprod("run", small(tmp_path), "-p", "novalue")
+    assert result.returncode == 2
+    assert "write parameters as NAME=VALUE" in result.stderr
+
+
+def test_run_refuses_a_notebook_with_problems(tmp_path: Path) -> None:
+    notebook = small(tmp_path, ("train", "m = undefined_thing"), ("inference", "y = m"))
+    result = nbprod("run", notebook)
+    assert result.returncode == 1
+    assert "reads `undefined_thing`, which no cell defines" in result.stderr
+
+
+def test_run_parameters_are_literals_and_recorded(tmp_path: Path) -> None:
+    notebook = small(tmp_path)
+    result = nbprod("run", notebook, "-p", "a=5", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    folder = Path(summary["folder"])
+    assert json.loads((folder / "parameters.json").read_text()) == {"a": 5}
+    assert set(summary) >= {"id", "status", "folder"}
+    assert summary["status"] == "succeeded"
+
+
+def test_failing_cell_names_the_cell_and_keeps_the_partial_notebook(tmp_path: Path) -> None:
+    notebook = small(
+        tmp_path,
+        ("data", "xs = [1, 2]"),
+        ("train", "w = 1\nboom = 1 / 0"),
+        ("inference", "def predict(x):\n    return x * w"),
+        (None, "predict(1)"),
+    )
+    before = notebook.read_bytes()
+    result = nbprod("run", notebook)
+    assert result.returncode == 1
+    assert "cell 2 (train), line 2: ZeroDivisionError: division by zero" in result.stderr
+    assert notebook.read_bytes() == before
+    runs = list((tmp_path / ".nbprod" / "runs").iterdir())
+    assert len(runs) == 1
+    record = json.loads((runs[0] / "run.json").read_text())
+    assert record["status"] == "failed"
+    assert (record["error"]["cell"], record["error"]["line"]) == (2, 2)
+    executed = json.loads((runs[0] / "executed.ipynb").read_text())
+    data_cell = next(c for c in executed["cells"] if "xs = [1, 2]" in "".join(c["source"]))
+    assert data_cell["execution_count"] is not None, "cells before the failure ran"
+
+
+def test_failed_run_json_reports_failure(tmp_path: Path) -> None:
+    notebook = small(
+        tmp_path, ("train", "w = 1 / 0"), ("inference", "def predict(x):\n    return w")
+    )
+    result = nbprod("run", notebook, "--json")
+    assert result.returncode == 1
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "failed"
+    assert "ZeroDivisionError" in summary["error"]
+
+
+def test_kernel_death_is_a_clear_failure(tmp_path: Path) -> None:
+    notebook = small(
+        tmp_path,
+        ("train", "import os\nw = 1\nos._exit(1)"),
+        ("inference", "def predict(x):\n    return w"),
+    )
+    result = nbprod("run", notebook, timeout=300)
+    assert result.returncode == 1
+    assert "kernel died" in result.stderr
+    assert "cell 1 (train)" in result.stderr
+
+
+def test_run_works_in_the_notebook_folder(tmp_path: Path) -> None:
+    (tmp_path / "numbers.txt").write_text("4\n5\n")
+    notebook = small(
+        tmp_path,
+        ("data", "xs = [int(v) for v in open('numbers.txt')]"),
+        ("train", "w = sum(xs)"),
+        ("inference", "def predict(x):\n    return x * w"),
+        (None, "predict(2)"),
+    )
+    result = nbprod("run", notebook, "--json", cwd=Path("/"))
+    assert result.returncode == 0, result.stderr
+    metrics_run = Path(json.loads(result.stdout)["folder"])
+    parity = json.loads((metrics_run / "parity" / "parity.json").read_text())
+    assert parity["calls"][0]["result"] == {"kind": "json", "value": 18}
+
+
+def test_extract_refuses_existing_folder_without_force(tmp_path: Path) -> None:
+    notebook = small(tmp_path)
+    run = json.loads(nbprod("run", notebook, "--json").stdout)
+    out = tmp_path / "pkg"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = nbprod("extract", notebook, "--run", run["id"], "-o", out)
+    assert result.returncode == 2
+    assert "already exists" in result.stderr and "--force" in result.stderr
+    assert (out / "keep.txt").read_text() == "mine"
+    forced = nbprod("extract", notebook, "--run", run["id"], "-o", out, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert not (out / "keep.txt").exists()
+    assert (out / "src" / "small" / "pipeline.py").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pkg.")], "no leftovers"
+
+
+def test_extract_unknown_run_exits_2(tmp_path: Path) -> None:
+    result = nbprod("extract", small(tmp_path), "--run", "nope", "-o", tmp_path / "pkg")
+    assert result.returncode == 2
+    assert "no run 'nope'" in result.stderr
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_extract_refuses_a_failed_run(tmp_path: Path) -> None:
+    notebook = small(
+        tmp_path, ("train", "w = 1 / 0"), ("inference", "def predict(x):\n    return w")
+    )
+    run = json.loads(nbprod("run", notebook, "--json").stdout)
+    result = nbprod("extract", notebook, "--run", run["id"], "-o", tmp_path / "pkg")
+    assert result.returncode == 2
+    assert f"run {run['id']} failed" in result.stderr
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_extract_refuses_a_run_without_parity(tmp_path: Path) -> None:
+    notebook = small(
+        tmp_path,
+        ("train", "w = 3"),
+        ("inference", "def predict(x, y):\n    return x * y * w"),
+    )
+    run = nbprod("run", notebook, "--json")
+    assert run.returncode == 0, run.stderr
+    run_id = json.loads(run.stdout)["id"]
+    result = nbprod("extract", notebook, "--run", run_id, "-o", tmp_path / "pkg")
+    assert result.returncode == 2
+    assert "recorded no call of `predict`" in result.stderr
+    assert "call `predict(...)` once in the notebook" in result.stderr
