@@ -18,6 +18,9 @@ SMALL = (
 )
 
 
+PREDICT_W = "def predict(x):\n    return w"
+
+
 def small(tmp_path: Path, *cells: tuple[str | None, str]) -> Path:
     return write_notebook(tmp_path / "small.ipynb", *(cells or SMALL))
 
