@@ -73,7 +73,7 @@ def feature_cells() -> Iterator[nbformat.NotebookNode]:
         """,
         "features",
     )
-    for k in range(1, FEATURE_CELLS - 2):
+    for k in range(1, FEATURE_CELLS - 1):
         kind = k % 4
         if kind == 1:
             yield code(
@@ -110,7 +110,7 @@ def feature_cells() -> Iterator[nbformat.NotebookNode]:
                 """,
                 "features",
             )
-    combos = [k for k in range(1, FEATURE_CELLS - 2) if k % 4 == 0]
+    combos = [k for k in range(1, FEATURE_CELLS - 1) if k % 4 == 0]
     combo_lines = "".join(f'    X["combo_{k}"] = combo_{k}(frame)\n' for k in combos[-6:])
     yield code(
         dedent(

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .analysis import Analysis, Problem, analyze
@@ -30,7 +31,7 @@ class NbprodGroup(click.Group):
         except NbprodError as error:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            err.print(f"[bold red]error:[/] {error}", markup=True)
+            err.print(f"[bold red]error:[/] {escape(str(error))}")
             ctx.exit(error.exit_code)
 
 
@@ -66,15 +67,15 @@ def _print_check(analysis: Analysis) -> None:
     if errors:
         out.print(
             f"[red]{errors} problem{'s' * (errors != 1)}[/], {warnings} warning"
-            f"{'s' * (warnings != 1)}: {analysis.notebook.path.name} cannot be extracted yet"
+            f"{'s' * (warnings != 1)}: {escape(analysis.notebook.path.name)} cannot be extracted yet"
         )
         return
     entry = analysis.entry
     artifacts = ", ".join(analysis.artifacts) or "none"
     out.print(
-        f"[green]ok[/]: {analysis.notebook.path.name} can be extracted as package "
+        f"[green]ok[/]: {escape(analysis.notebook.path.name)} can be extracted as package "
         f"[bold]{analysis.notebook.package_name}[/]; entry point "
-        f"{entry.signature if entry else '?'}; artifacts: {artifacts}"
+        f"{escape(entry.signature) if entry else '?'}; artifacts: {escape(artifacts)}"
         + (f"; {warnings} warning{'s' * (warnings != 1)}" if warnings else "")
     )
 
@@ -128,7 +129,7 @@ def run(
                 )
             )
         else:
-            err.print(f"[bold red]run {error.run_id} failed:[/] {error}", markup=True)
+            err.print(f"[bold red]run {error.run_id} failed:[/] {escape(str(error))}")
             err.print(f"executed notebook: {error.run_folder}/executed.ipynb", markup=False)
         sys.exit(1)
     folder = Path(record.notebook).parent / ".nbprod" / "runs" / record.id
@@ -148,9 +149,12 @@ def run(
             )
         )
         return
-    out.print(f"[green]run {record.id} succeeded[/] in {record.duration:.1f} s: {folder}")
+    out.print(
+        f"[green]run {record.id} succeeded[/] in {record.duration or 0:.1f} s: "
+        f"{escape(str(folder))}"
+    )
     for name, value in record.metrics.items():
-        out.print(f"  {name} = {value:.6g}")
+        out.print(f"  {name} = {value:.6g}", markup=False)
     for note in record.notes:
         out.print(f"  note: {note}", markup=False)
 
@@ -182,9 +186,10 @@ def extract(notebook: Path, run_id: str, output: Path, force: bool, version: str
         err.print(f"warning: {warning}", markup=False)
     out.print(
         f"[green]extracted[/] package [bold]{result.package}[/] from run {result.run_id} "
-        f"into {result.path}\n  install: pip install '{result.path}[test]'   "
-        f"test: cd {result.path} && pytest"
+        f"into {escape(str(result.path))}"
     )
+    out.print(f"  install: pip install '{result.path}[test]'", markup=False)
+    out.print(f"  test:    cd {result.path} && pytest", markup=False)
 
 
 if __name__ == "__main__":

@@ -22,15 +22,16 @@ uv venv --quiet --python .venv/bin/python "$OUT/venv"
 uv pip install --quiet --python "$OUT/venv/bin/python" "$OUT/package[test]"
 (cd "$OUT/package" && ../venv/bin/python -m pytest -q)
 echo "== predict with the installed package"
-"$OUT/venv/bin/python" - "$NOTEBOOK" <<'PY'
+"$OUT/venv/bin/python" - "$OUT/package" <<'PY'
 import importlib, json, pathlib, sys
 import pandas as pd
-package_dir = next(pathlib.Path(sys.argv[0] if False else "out/demo/package/src").iterdir())
+project = pathlib.Path(sys.argv[1])
+package_dir = next((project / "src").iterdir())
 pkg = importlib.import_module(package_dir.name)
 info = pkg.info()
 print(f"{info['package']} {info['version']} from run {info['run_id']}: {info['entry_point']['signature']}")
 print("metrics:", json.dumps(info["metrics"]))
-parity = pathlib.Path("out/demo/package/tests/parity")
+parity = project / "tests" / "parity"
 from importlib import import_module
 values = import_module(f"{package_dir.name}._values")
 call = json.loads((parity / "parity.json").read_text())["calls"][0]
