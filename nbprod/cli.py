@@ -64,16 +64,17 @@ def _print_check(analysis: Analysis) -> None:
     for problem in analysis.warnings:
         _print_problem(problem, "warning: ")
     errors, warnings = len(analysis.errors), len(analysis.warnings)
+    name = escape(analysis.notebook.path.name)
     if errors:
         out.print(
             f"[red]{errors} problem{'s' * (errors != 1)}[/], {warnings} warning"
-            f"{'s' * (warnings != 1)}: {escape(analysis.notebook.path.name)} cannot be extracted yet"
+            f"{'s' * (warnings != 1)}: {name} cannot be extracted yet"
         )
         return
     entry = analysis.entry
     artifacts = ", ".join(analysis.artifacts) or "none"
     out.print(
-        f"[green]ok[/]: {escape(analysis.notebook.path.name)} can be extracted as package "
+        f"[green]ok[/]: {name} can be extracted as package "
         f"[bold]{analysis.notebook.package_name}[/]; entry point "
         f"{escape(entry.signature) if entry else '?'}; artifacts: {escape(artifacts)}"
         + (f"; {warnings} warning{'s' * (warnings != 1)}" if warnings else "")

@@ -137,7 +137,9 @@ def _execute(
     def started(cell: nbformat.NotebookNode, cell_index: int, **_: Any) -> None:
         live[cell_index] = cell
 
-    engine_options: dict[str, Any] = {"on_cell_start": started}
+    # "immediate": the run is over once the last cell replied; a graceful shutdown
+    # interrupts the kernel first and makes it print a stray KeyboardInterrupt.
+    engine_options: dict[str, Any] = {"on_cell_start": started, "shutdown_kernel": "immediate"}
     manager = kernel_manager_for(kernel)
     if manager is not None:
         engine_options["kernel_manager_class"] = manager

@@ -16,8 +16,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import skops.io as sio
-
 MANIFEST = "manifest.json"
 
 
@@ -35,6 +33,8 @@ def sha256(path: Path) -> str:
 
 def save_artifacts(values: Mapping[str, Any], folder: Path) -> dict[str, Any]:
     """Dump each value with skops into ``folder`` and write the manifest; return it."""
+    import skops.io as sio  # imported when used: it loads most of scikit-learn
+
     folder.mkdir(parents=True, exist_ok=True)
     entries: dict[str, Any] = {}
     for name, value in values.items():
@@ -62,6 +62,8 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 def load_artifacts(folder: Path, names: Iterable[str] | None = None) -> dict[str, Any]:
     """Load artifacts after verifying each file's hash against the manifest."""
+    import skops.io as sio
+
     entries = read_manifest(folder)["artifacts"]
     wanted = list(entries) if names is None else list(names)
     loaded: dict[str, Any] = {}
