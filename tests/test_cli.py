@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from nbbuild import write_notebook
 from tools import nbprod
 
@@ -243,3 +244,74 @@ def test_extract_refuses_a_run_without_parity(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "recorded no call of `predict`" in result.stderr
     assert "call `predict(...)` once in the notebook" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("cells", "expected"),
+    [
+        pytest.param(
+            [(None, "helper = 3"), ("train", "w = helper"), ("inference", PREDICT_W)],
+            "cell 2 (train), line 1: reads `helper`, which only the untagged cell 1 defines",
+            id="untagged-definition",
+        ),
+        pytest.param(
+            [("train", "w = 1"), ("inference", "def predict(x):\n    return x * w * bias")],
+            "prediction reads `bias`, which is neither an artifact, a parameter, an import nor "
+            "defined in a features or inference cell",
+            id="inference-unknown-name",
+        ),
+        pytest.param(
+            [("train", "w = 1"), ("inference", "def a(x):\n    return w\ndef b(x):\n    return w")],
+            "more than one candidate entry point: `a`, `b`",
+            id="two-entry-points",
+        ),
+        pytest.param(
+            [("parameters", "n = int('3')"), ("train", "w = n"), ("inference", PREDICT_W)],
+            "cell 1 (parameters), line 1: parameter `n` is not a literal value: `int('3')`",
+            id="non-literal-parameter",
+        ),
+        pytest.param(
+            [("train", "w = 1\ndef broken(:\n    pass"), ("inference", PREDICT_W)],
+            "cell 1 (train), line 2: the cell does not parse: invalid syntax",
+            id="syntax-error",
+        ),
+        pytest.param(
+            [("train", "from math import *\nw = pi"), ("inference", PREDICT_W)],
+            "cell 1 (train), line 1: `from math import *` hides which names it defines",
+            id="star-import",
+        ),
+    ],
+)
+def test_check_error_paths_exit_1(tmp_path: Path, cells: list, expected: str) -> None:
+    result = nbprod("check", write_notebook(tmp_path / "nb.ipynb", *cells))
+    assert result.returncode == 1, result.stdout
+    assert expected in result.stdout
+    assert "  fix: " in result.stdout
+
+
+def test_warnings_do_not_fail_the_check(tmp_path: Path) -> None:
+    notebook = small(
+        tmp_path,
+        ("train", "%time w = 2\n!pip install tqdm"),
+        ("inference", PREDICT_W),
+        (None, "predict(1)"),
+    )
+    result = nbprod("check", notebook)
+    assert result.returncode == 0, result.stdout
+    assert "cell 1 (train), line 2: warning: IPython magic `!pip install tqdm` is ignored" in (
+        result.stdout
+    )
+    data = json.loads(nbprod("check", notebook, "--json").stdout)
+    assert data["dependency_hints"] == ["tqdm"]
+
+
+def test_run_timeout_names_the_slow_cell(tmp_path: Path) -> None:
+    notebook = small(
+        tmp_path,
+        ("train", "import time\nw = 1"),
+        ("metrics", "time.sleep(30)\nscore = 1.0"),
+        ("inference", PREDICT_W),
+    )
+    result = nbprod("run", notebook, "--timeout", "2")
+    assert result.returncode == 1
+    assert "cell 2 (metrics): the cell ran longer than the timeout of 2 s" in result.stderr

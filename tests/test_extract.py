@@ -186,3 +186,16 @@ def test_extract_refuses_an_existing_folder_before_any_work(tmp_path: Path) -> N
     (tmp_path / "pkg").mkdir()
     with pytest.raises(UsageError, match="already exists"):
         generate.extract(tmp_path / "missing.ipynb", "latest", tmp_path / "pkg")
+
+
+def test_entry_point_never_called_is_called_on_a_data_sample(tmp_path: Path) -> None:
+    package = run_and_extract(
+        tmp_path,
+        (None, "import pandas as pd"),
+        ("data", "df = pd.DataFrame({'x': [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})"),
+        ("train", "w = df.x.mean()"),
+        ("inference", "def predict(records):\n    return records.x * w"),
+    )
+    parity = json.loads((package / "tests/parity/parity.json").read_text())
+    assert [c["source"] for c in parity["calls"]] == ["sample of df"]
+    assert package_pytest(package).returncode == 0

@@ -32,8 +32,7 @@ def encode(value: Any, folder: Path, stem: str) -> dict[str, Any]:
         return {"kind": "dataframe", "file": file, "columns": columns}
     if isinstance(value, pd.Series):
         file = f"{stem}.parquet"
-        frame, columns = _string_columns(value.to_frame(name="values"))
-        frame.to_parquet(folder / file)
+        value.to_frame(name="values").to_parquet(folder / file)
         return {"kind": "series", "file": file, "name": _json_name(value.name)}
     if isinstance(value, np.ndarray):
         if value.dtype.hasobject:
@@ -60,7 +59,7 @@ def decode(descriptor: dict[str, Any], folder: Path) -> Any:
         frame.columns = pd.Index([_from_json_name(c) for c in descriptor["columns"]])
         return frame
     if kind == "series":
-        series = pd.read_parquet(folder / descriptor["file"])["values"]
+        series = pd.read_parquet(folder / descriptor["file"]).iloc[:, 0]
         series.name = _from_json_name(descriptor["name"])
         return series
     if kind == "ndarray":
