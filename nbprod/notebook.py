@@ -109,9 +109,23 @@ def parse_notebook(raw: Any, name: str = "notebook") -> nbformat.NotebookNode:
     try:
         nbformat.validate(node)
     except nbformat.ValidationError as error:
-        message = str(error.message) if hasattr(error, "message") else str(error)
-        raise NotebookFileError(f"{name} is not a valid notebook: {message}") from error
+        # Real notebooks often break the schema in outputs or metadata written by
+        # other tools; that does not matter to nbprod as long as the cells are sound.
+        if not _cells_are_sound(raw):
+            message = str(getattr(error, "message", error))
+            raise NotebookFileError(f"{name} is not a valid notebook: {message}") from error
     return node
+
+
+def _cells_are_sound(raw: dict[str, Any]) -> bool:
+    cells = raw.get("cells")
+    return isinstance(cells, list) and all(
+        isinstance(cell, dict)
+        and cell.get("cell_type") in ("code", "markdown", "raw")
+        and isinstance(cell.get("source"), str | list)
+        and isinstance(cell.get("metadata", {}), dict)
+        for cell in cells
+    )
 
 
 def _cells(node: nbformat.NotebookNode) -> tuple[Cell, ...]:

@@ -186,3 +186,17 @@ def test_file_name_made_a_valid_package_name(file_name: str, expected: str) -> N
     name = package_name_from(Path(file_name))
     assert name == expected
     assert name.isidentifier()
+
+
+def test_schema_slips_in_outputs_are_tolerated(tmp_path: Path) -> None:
+    """Other tools write outputs nbformat's schema rejects; the cells still count."""
+    cell = {
+        "cell_type": "code",
+        "id": "a1",
+        "metadata": {"tags": ["train"]},
+        "source": "w = 1",
+        "execution_count": None,
+        "outputs": [{"output_type": "stream", "text": "hi"}],  # no "name": invalid
+    }
+    notebook = load_notebook(write_json(tmp_path / "nb.ipynb", v4([cell])))
+    assert [(c.number, c.role, c.source) for c in notebook.cells] == [(1, "train", "w = 1")]
