@@ -17,10 +17,11 @@ from rich.markup import escape
 
 from . import __version__
 from .analysis import Analysis, Problem, analyze
-from .exceptions import ExecutionFailed, NbprodError
+from .exceptions import ExecutionFailed, NbprodError, RunNotFound
 from .notebook import load_notebook
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output is read by people and scripts alike: do not cut tables at 80 columns.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -96,32 +97,81 @@ def _print_problem(problem: Problem, prefix: str) -> None:
     "--param",
     "params",
     multiple=True,
-    metavar="NAME=VALUE",
-    help="Set a parameter (VALUE is a Python literal). Repeatable.",
+    metavar="NAME=VALUE[,VALUE...]",
+    help="Set a parameter (Python literals); several values make a sweep axis.",
+)
+@click.option(
+    "--grid",
+    type=click.Path(path_type=Path),
+    help="YAML/JSON grid {name: [values]} or list of parameter sets.",
 )
 @click.option("--smoke", is_flag=True, help="Use the smoke parameters of metadata.nbprod.")
-@click.option("--kernel", help="Kernel name (default: this Python).")
-@click.option("--timeout", type=float, help="Seconds one cell may run.")
+@click.option("--workers", type=int, help="Parallel runs (default: one per core).")
 @click.option(
-    "--json", "as_json", is_flag=True, help="Print the run's id, status and folder as JSON."
+    "--executor",
+    "executor_name",
+    default="local",
+    show_default=True,
+    help="Where runs execute: local, dask, or a plugin.",
 )
+@click.option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT).")
+@click.option("--kernel", help="Kernel name (default: this Python).")
+@click.option("--timeout", type=float, help="Seconds a run may take.")
+@click.option("--store", help="Run store path (default: .nbprod/runs.db beside the notebook).")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
 def run(
     notebook: Path,
     params: tuple[str, ...],
+    grid: Path | None,
     smoke: bool,
+    workers: int | None,
+    executor_name: str,
+    scheduler: str | None,
     kernel: str | None,
     timeout: float | None,
+    store: str | None,
     as_json: bool,
 ) -> None:
-    """Execute the notebook once with papermill and record the run."""
-    from .execute import parse_parameter, run_notebook
+    """Execute the notebook with papermill: once, or as a sweep over parameter values."""
+    from .sweep import expand, parse_axis, read_grid
 
-    overrides: dict[str, Any] = {}
-    if smoke:
-        overrides.update(load_notebook(notebook).settings.smoke)
-    overrides.update(dict(parse_parameter(text) for text in params))
+    base: dict[str, Any] = dict(load_notebook(notebook).settings.smoke) if smoke else {}
+    axes = [parse_axis(text) for text in params]
+    single = {name: values[0] for name, values in axes if len(values) == 1}
+    sweep_axes = [(name, values) for name, values in axes if len(values) > 1]
+    sets = read_grid(grid) if grid else [{}]
+    sets = [{**s, **g} for s in sets for g in (expand(sweep_axes) if sweep_axes else [{}])]
+    is_sweep = len(sets) > 1 or grid is not None or executor_name != "local" or workers
+    if not is_sweep:
+        _single_run(notebook, {**base, **single, **sets[0]}, kernel, timeout, store, as_json)
+        return
+    _sweep(
+        notebook,
+        sets,
+        {**base, **single},
+        kernel,
+        timeout,
+        store,
+        as_json,
+        executor_name,
+        scheduler,
+        workers,
+    )
+
+
+def _single_run(
+    notebook: Path,
+    overrides: dict[str, Any],
+    kernel: str | None,
+    timeout: float | None,
+    store: str | None,
+    as_json: bool,
+) -> None:
+    from .execute import RunOptions, run_notebook
+
+    options = RunOptions(kernel=kernel, timeout=timeout, store=store)
     try:
-        record = run_notebook(notebook, overrides, kernel=kernel, timeout=timeout)
+        record = run_notebook(notebook, overrides, options)
     except ExecutionFailed as error:
         if as_json:
             click.echo(
@@ -166,9 +216,172 @@ def _run_summary(
     return {"id": run_id, "status": status, "folder": str(folder), **extra}
 
 
+def _sweep(
+    notebook: Path,
+    sets: list[dict[str, Any]],
+    base: dict[str, Any],
+    kernel: str | None,
+    timeout: float | None,
+    store: str | None,
+    as_json: bool,
+    executor_name: str,
+    scheduler: str | None,
+    workers: int | None,
+) -> None:
+    from .display import SweepProgress, first_metric, runs_table
+    from .exceptions import Cancelled
+    from .executors import executor
+    from .runs import run_dir
+    from .sweep import plan, run_sweep
+
+    specs = plan(notebook, sets, base=base, kernel=kernel, timeout=timeout, store=store)
+    options: dict[str, Any] = {"workers": workers}
+    if executor_name == "dask":
+        options["scheduler"] = scheduler or _configured_scheduler(notebook)
+    chosen = executor(executor_name, **options)
+    show = not as_json and err.is_terminal
+    progress = SweepProgress(err, len(specs))
+    try:
+        if show:
+            with progress.shown():
+                result = run_sweep(specs, chosen, progress.update)
+        else:
+            result = run_sweep(specs, chosen)
+    except Cancelled as error:
+        err.print(f"[yellow]{escape(str(error))}[/]: unfinished runs are marked cancelled")
+        sys.exit(130)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "sweep_id": result.sweep_id,
+                    "ok": result.ok,
+                    "runs": [
+                        {**r.to_json(), "folder": str(run_dir(Path(r.notebook), r.id))}
+                        for r in result.records
+                    ],
+                },
+                default=str,
+            )
+        )
+    else:
+        metric = first_metric(result.records)
+        failed = sum(r.status != "succeeded" for r in result.records)
+        out.print(
+            runs_table(
+                result.records,
+                metric,
+                title=f"{result.sweep_id}: {len(result.records)} runs, {failed} failed",
+            )
+        )
+    if not result.ok:
+        sys.exit(1)
+
+
+def _configured_scheduler(notebook: Path) -> str | None:
+    """``[tool.nbprod] dask.address`` from the nearest pyproject.toml above the notebook."""
+    import tomllib
+
+    for folder in [notebook.resolve().parent, *notebook.resolve().parents]:
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file():
+            config = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+            address = config.get("tool", {}).get("nbprod", {}).get("dask", {}).get("address")
+            return str(address) if address else None
+    return None
+
+
+class RunsGroup(click.Group):
+    """``nbprod runs [NOTEBOOK]`` lists; ``nbprod runs show|compare ...`` are subcommands."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=RunsGroup)
+def runs() -> None:
+    """List, show and compare recorded runs."""
+
+
+def _store_for(notebook: Path | None, store: str | None) -> Any:
+    from .store import RunStore, store_path
+
+    path = store_path(notebook if notebook else Path.cwd() / "notebook.ipynb", store)
+    if not path.is_file():
+        raise RunNotFound(f"no run store at {path}", "run a notebook first: nbprod run NOTEBOOK")
+    return RunStore(path)
+
+
+@runs.command("list")
+@click.argument("notebook", type=click.Path(path_type=Path), required=False)
+@click.option("--sort", "metric", help="Sort by this metric (best first).")
+@click.option("--sweep", "sweep_id", help="Only the runs of this sweep.")
+@click.option("--store", help="Run store path.")
+@click.option("--json", "as_json", is_flag=True)
+def runs_list(
+    notebook: Path | None,
+    metric: str | None,
+    sweep_id: str | None,
+    store: str | None,
+    as_json: bool,
+) -> None:
+    """List the runs (of NOTEBOOK, or every run in the store)."""
+    from .display import first_metric, runs_table, sort_runs
+
+    path = notebook.resolve() if notebook else None
+    records = _store_for(notebook, store).runs(path, sweep_id=sweep_id)
+    metric = metric or first_metric(records)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in sort_runs(records, metric)], default=str))
+        return
+    out.print(runs_table(records, metric, title=f"{len(records)} runs"))
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--notebook", type=click.Path(path_type=Path), help="Notebook whose store to read.")
+@click.option("--store", help="Run store path.")
+@click.option("--json", "as_json", is_flag=True)
+def runs_show(run_id: str, notebook: Path | None, store: str | None, as_json: bool) -> None:
+    """Show one run (an id, latest, best:METRIC or min:METRIC)."""
+    run_store = _store_for(notebook, store)
+    record = run_store.select(run_id, notebook.resolve() if notebook else None)
+    data = {**record.to_json(), "folder": str(run_store.folder(record.id))}
+    if as_json:
+        click.echo(json.dumps(data, default=str))
+        return
+    for key in ("id", "status", "notebook", "sweep_id", "folder", "duration"):
+        out.print(f"{key:>10}: {data[key]}", markup=False)
+    for title in ("parameters", "metrics", "artifacts", "error"):
+        if data[title]:
+            out.print(f"{title:>10}: {json.dumps(data[title])}", markup=False)
+
+
+@runs.command("compare")
+@click.argument("run_ids", nargs=-1, required=True)
+@click.option("--notebook", type=click.Path(path_type=Path), help="Notebook whose store to read.")
+@click.option("--store", help="Run store path.")
+@click.option("--json", "as_json", is_flag=True)
+def runs_compare(
+    run_ids: tuple[str, ...], notebook: Path | None, store: str | None, as_json: bool
+) -> None:
+    """Parameters and metrics of several runs side by side."""
+    from .display import comparison_table
+
+    run_store = _store_for(notebook, store)
+    path = notebook.resolve() if notebook else None
+    records = [run_store.select(run_id, path) for run_id in run_ids]
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in records], default=str))
+        return
+    out.print(comparison_table(records))
+
+
 @main.command()
 @click.argument("notebook", type=click.Path(path_type=Path))
-@click.option("--run", "run_id", required=True, help="Run id (or 'latest').")
+@click.option("--run", "run_id", required=True, help="Run id, latest, best:METRIC or min:METRIC.")
 @click.option(
     "-o",
     "--output",

@@ -110,3 +110,9 @@ class ArtifactError(NbprodError):
 
 class OutputExists(UsageError):
     """The output folder exists and ``--force`` was not given."""
+
+
+class Cancelled(BaseException):
+    """A run or sweep was stopped on request (Ctrl-C, SIGTERM, a cancelled job).
+
+    A BaseException like KeyboardInterrupt, so no ``except Exception`` swallows it."""

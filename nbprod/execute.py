@@ -10,9 +10,11 @@ from __future__ import annotations
 import ast
 import copy
 import json
+import os
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,13 @@ import nbformat
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from .analysis import Analysis, analyze
-from .exceptions import CheckFailed, ExecutionFailed, NbprodError, UsageError
+from .exceptions import Cancelled, CheckFailed, ExecutionFailed, NbprodError, UsageError
 from .instrument import INJECTED, SOURCE_CELL, instrument, strip
 from .kernels import CURRENT_PYTHON, kernel_manager_for
 from .notebook import Notebook, load_notebook
 from .runs import RunRecord, new_run_id, run_dir, save_record
 from .runtime.artifacts import sha256
+from .store import RunStore, store_path
 
 EXECUTED = "executed.ipynb"
 SOURCE = "notebook.ipynb"  # the notebook as it was when the run started
@@ -60,27 +63,40 @@ def resolve_parameters(analysis: Analysis, overrides: dict[str, Any]) -> dict[st
     return values
 
 
+@dataclass
+class RunOptions:
+    """How to run: the kernel, time limits, where to record, which run this is."""
+
+    kernel: str | None = None
+    timeout: float | None = None  # seconds for the whole run (and any one cell)
+    run_id: str | None = None
+    sweep_id: str | None = None
+    store: str | os.PathLike[str] | None = None  # default: .nbprod/runs.db beside it
+    kernel_manager_class: type | None = None  # e.g. a fork-server manager for sweeps
+
+
 def run_notebook(
     path: str | Path,
     overrides: dict[str, Any] | None = None,
-    *,
-    kernel: str | None = None,
-    timeout: float | None = None,
+    options: RunOptions | None = None,
+    **option_fields: Any,
 ) -> RunRecord:
     """Execute ``path`` once; return the run's record (raises ExecutionFailed on failure).
 
     The executed notebook, the record and what was captured are kept in the run's
-    folder in both cases.
+    folder, and the record in the run store, whatever the outcome.
     """
+    options = options or RunOptions(**option_fields)
     notebook = load_notebook(path)
     analysis = analyze(notebook)
     if not analysis.ok:
         raise CheckFailed([str(p) for p in analysis.errors])
     parameters = resolve_parameters(analysis, overrides or {})
-    kernel = kernel or notebook.settings.kernel or CURRENT_PYTHON
-    run_id = new_run_id()
+    kernel = options.kernel or notebook.settings.kernel or CURRENT_PYTHON
+    run_id = options.run_id or new_run_id()
     folder = run_dir(notebook.path, run_id)
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    store = RunStore(store_path(notebook.path, options.store))
     record = RunRecord(
         id=run_id,
         notebook=str(notebook.path),
@@ -90,12 +106,15 @@ def run_notebook(
         parameters=parameters,
         started=time.time(),
         kernel=kernel,
+        sweep_id=options.sweep_id,
     )
-    save_record(folder, record)
+    _record(store, folder, record)
     shutil.copyfile(notebook.path, folder / SOURCE)
-    (folder / "parameters.json").write_text(json.dumps(parameters, indent=2), encoding="utf-8")
+    (folder / "parameters.json").write_text(
+        json.dumps(parameters, indent=2, default=repr), encoding="utf-8"
+    )
     try:
-        _execute(notebook, analysis, parameters, folder, kernel, timeout)
+        _execute(notebook, analysis, parameters, folder, kernel, options)
     except ExecutionFailed as error:
         error.run_id, error.run_folder = run_id, folder
         record.status = "failed"
@@ -106,6 +125,10 @@ def run_notebook(
             "message": error.message,
         }
         raise
+    except (KeyboardInterrupt, Cancelled) as error:
+        record.status = "cancelled"
+        record.error = {"cell": None, "role": None, "line": None, "message": "cancelled"}
+        raise Cancelled(f"run {run_id} was cancelled") from error
     except BaseException as error:
         record.status = "failed"
         record.error = {"cell": None, "role": None, "line": None, "message": repr(error)}
@@ -115,8 +138,13 @@ def run_notebook(
         _collect(folder, record)
     finally:
         record.finished = time.time()
-        save_record(folder, record)
+        _record(store, folder, record)
     return record
+
+
+def _record(store: RunStore, folder: Path, record: RunRecord) -> None:
+    save_record(folder, record)
+    store.save(record, folder)
 
 
 def _execute(
@@ -125,7 +153,7 @@ def _execute(
     parameters: dict[str, Any],
     folder: Path,
     kernel: str,
-    timeout: float | None,
+    options: RunOptions,
 ) -> None:
     import papermill  # imported here: it takes a second, and `nbprod check` never needs it
     from papermill.exceptions import PapermillExecutionError
@@ -140,7 +168,10 @@ def _execute(
     # "immediate": the run is over once the last cell replied; a graceful shutdown
     # interrupts the kernel first and makes it print a stray KeyboardInterrupt.
     engine_options: dict[str, Any] = {"on_cell_start": started, "shutdown_kernel": "immediate"}
-    manager = kernel_manager_for(kernel)
+    timeout = options.timeout
+    if timeout:
+        engine_options["timeout_func"] = _run_budget(timeout)
+    manager = options.kernel_manager_class or kernel_manager_for(kernel)
     if manager is not None:
         engine_options["kernel_manager_class"] = manager
     try:
@@ -168,12 +199,29 @@ def _execute(
             message = "the kernel died while running this cell"
             hint = "look for os._exit, running out of memory, or a crash in native code"
         else:
-            message = f"the cell ran longer than the timeout of {timeout:g} s"
+            message = f"the run went past its timeout of {timeout or 0:g} s in this cell"
             hint = "make the cell faster, or pass a larger --timeout"
         raise ExecutionFailed(
             message, hint, cell=number, role=cell.role if cell else None
         ) from None
     _strip_output(output)
+
+
+def _run_budget(seconds: float) -> Any:
+    """One time budget for the user's cells: each may use what the earlier ones left.
+
+    It starts with the first user cell, so nbprod's own recording cells do not eat it.
+    """
+    deadline: list[float] = []
+
+    def cell_timeout(cell: nbformat.NotebookNode) -> int:
+        if cell.metadata.get(INJECTED):
+            return 600
+        if not deadline:
+            deadline.append(time.monotonic() + seconds)
+        return max(1, round(deadline[0] - time.monotonic()))
+
+    return cell_timeout
 
 
 def _strip_output(output: Path) -> nbformat.NotebookNode | None:

@@ -26,7 +26,7 @@ class RunRecord:
     notebook: str
     notebook_sha256: str
     package: str
-    status: str  # "running", "succeeded", "failed"
+    status: str  # "queued", "running", "succeeded", "failed", "cancelled"
     parameters: dict[str, Any]
     started: float
     kernel: str
@@ -35,6 +35,7 @@ class RunRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)  # name → sha256
     notes: list[str] = field(default_factory=list)
+    sweep_id: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -66,16 +67,31 @@ def save_record(folder: Path, record: RunRecord) -> None:
     os.replace(temporary, folder / "run.json")
 
 
-def load_record(notebook: Path, run_id: str) -> tuple[RunRecord, Path]:
-    """The record and folder of ``run_id`` (``latest`` picks the newest run)."""
+def load_record(
+    notebook: Path, selector: str, store: str | os.PathLike[str] | None = None
+) -> tuple[RunRecord, Path]:
+    """The record and folder of a run: an id, ``latest``, ``best:METRIC`` or ``min:METRIC``."""
+    from .store import RunStore, store_path
+
+    database = store_path(notebook, store)
+    if database.is_file():
+        try:
+            record = RunStore(database).select(selector, notebook)
+        except RunNotFound:
+            if selector != "latest" and ":" not in selector:
+                return _from_folder(notebook, selector)
+            raise
+        folder = RunStore(database).folder(record.id) or run_dir(notebook, record.id)
+        return record, folder
+    if selector == "latest" or ":" in selector:
+        raise RunNotFound(
+            f"{notebook.name} has no runs yet", f"run it first: nbprod run {notebook}"
+        )
+    return _from_folder(notebook, selector)
+
+
+def _from_folder(notebook: Path, run_id: str) -> tuple[RunRecord, Path]:
     root = runs_root(notebook)
-    if run_id == "latest":
-        ids = sorted(p.name for p in root.glob("*") if (p / "run.json").is_file())
-        if not ids:
-            raise RunNotFound(
-                f"{notebook.name} has no runs yet", f"run it first: nbprod run {notebook}"
-            )
-        run_id = ids[-1]
     folder = root / run_id
     path = folder / "run.json"
     if "/" in run_id or run_id.startswith(".") or not path.is_file():

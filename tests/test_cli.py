@@ -314,4 +314,4 @@ def test_run_timeout_names_the_slow_cell(tmp_path: Path) -> None:
     )
     result = nbprod("run", notebook, "--timeout", "2")
     assert result.returncode == 1
-    assert "cell 2 (metrics): the cell ran longer than the timeout of 2 s" in result.stderr
+    assert "cell 2 (metrics): the run went past its timeout of 2 s in this cell" in result.stderr
