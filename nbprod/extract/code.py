@@ -27,6 +27,7 @@ class PipelineCode:
     train_globals: list[str]
     metric_names: list[str]
     uses_display: bool
+    nbprod_shims: list[tuple[str, str]]  # (name bound by `import nbprod`, stand-in)
     needs: set[str] = field(default_factory=set)
 
 
@@ -77,7 +78,20 @@ def pipeline_code(analysis: Analysis) -> PipelineCode:
         train_globals=train_globals,
         metric_names=metrics,
         uses_display="display" in loads and "display" not in analysis.imports,
+        nbprod_shims=_nbprod_shims(analysis, loads),
     )
+
+
+def _nbprod_shims(analysis: Analysis, loads: set[str]) -> list[tuple[str, str]]:
+    """``import nbprod`` / ``from nbprod import log_metric`` in extracted code point at
+    a stand-in in the generated module: the package must not need nbprod."""
+    shims = []
+    for name, imported in analysis.imports.items():
+        if imported.module == "nbprod" and name in loads:
+            shims.append(
+                (name, "_logged_metrics" if name == "nbprod" else "_logged_metrics." + name)
+            )
+    return shims
 
 
 def _is_import(statement: Statement) -> bool:
@@ -156,7 +170,7 @@ def _hoisted_imports(analysis: Analysis, loads: set[str]) -> list[str]:
         if (name in loads and name not in BUILTINS | {"display"}) or (
             name == "display" and (name in loads)
         ):
-            if imported.statement.startswith("from __future__"):
+            if imported.statement.startswith("from __future__") or imported.module == "nbprod":
                 continue
             if imported.statement not in seen:
                 seen.append(imported.statement)

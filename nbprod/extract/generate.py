@@ -207,6 +207,7 @@ def _context(
         ],
         "metrics": code.metric_names,
         "uses_display": code.uses_display,
+        "nbprod_shims": code.nbprod_shims,
     }
 
 

@@ -35,6 +35,8 @@ class Recorder:
         self.pending_inputs: dict[str, Any] | None = None
         self.notes: list[str] = []
         self.metrics: dict[str, float] = {}
+        # nbprod.log_metric() finds the recorder of the running notebook here.
+        globals()["ACTIVE"] = self
 
     # -- parity: an entry point the notebook defines -----------------------------------
     def wrap(self, namespace: dict[str, Any], name: str) -> None:
@@ -97,7 +99,10 @@ class Recorder:
 
     # -- metrics --------------------------------------------------------------------------
     def log_metric(self, name: str, value: Any) -> None:
-        self.metrics[name] = float(value)
+        try:
+            self.metrics[str(name)] = float(value)
+        except (TypeError, ValueError):
+            self.notes.append(f"log_metric({name!r}, ...) ignored a value that is not a number")
 
     # -- the end of the run ------------------------------------------------------------------
     def finish(
