@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from . import __version__
 from .analysis import Analysis, Problem, analyze
-from .exceptions import ExecutionFailed, NbprodError, RunNotFound
+from .exceptions import Cancelled, ExecutionFailed, NbprodError, RunNotFound
 from .notebook import load_notebook
 
 # Piped output is read by people and scripts alike: do not cut tables at 80 columns.
@@ -172,6 +172,9 @@ def _single_run(
     options = RunOptions(kernel=kernel, timeout=timeout, store=store)
     try:
         record = run_notebook(notebook, overrides, options)
+    except Cancelled as error:
+        err.print(f"[yellow]{escape(str(error))}[/]")
+        sys.exit(130)
     except ExecutionFailed as error:
         if as_json:
             click.echo(
@@ -229,7 +232,6 @@ def _sweep(
     workers: int | None,
 ) -> None:
     from .display import SweepProgress, first_metric, runs_table
-    from .exceptions import Cancelled
     from .executors import executor
     from .runs import run_dir
     from .sweep import plan, run_sweep
@@ -279,16 +281,10 @@ def _sweep(
 
 
 def _configured_scheduler(notebook: Path) -> str | None:
-    """``[tool.nbprod] dask.address`` from the nearest pyproject.toml above the notebook."""
-    import tomllib
+    from .config import configured
 
-    for folder in [notebook.resolve().parent, *notebook.resolve().parents]:
-        pyproject = folder / "pyproject.toml"
-        if pyproject.is_file():
-            config = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-            address = config.get("tool", {}).get("nbprod", {}).get("dask", {}).get("address")
-            return str(address) if address else None
-    return None
+    address = configured(notebook, "dask.address")
+    return str(address) if address else None
 
 
 class RunsGroup(click.Group):

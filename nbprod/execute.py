@@ -126,6 +126,9 @@ def run_notebook(
         }
         raise
     except (KeyboardInterrupt, Cancelled) as error:
+        from .executors import kill_kernels_of  # the loop was cut short: no cleanup ran
+
+        kill_kernels_of(os.getpid())
         record.status = "cancelled"
         record.error = {"cell": None, "role": None, "line": None, "message": "cancelled"}
         raise Cancelled(f"run {run_id} was cancelled") from error

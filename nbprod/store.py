@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .config import project_config
 from .exceptions import RunNotFound, UsageError
 from .runs import STORE_DIR, RunRecord
 
@@ -48,8 +49,13 @@ _JSON_FIELDS = ("parameters", "metrics", "artifacts", "error", "notes")
 
 
 def store_path(notebook: Path, configured: str | os.PathLike[str] | None = None) -> Path:
-    """``configured`` (or $NBPROD_STORE), else ``.nbprod/runs.db`` beside the notebook."""
+    """``configured``, $NBPROD_STORE, ``[tool.nbprod] store``, else ``.nbprod/runs.db``
+    beside the notebook."""
     chosen = configured or os.environ.get(STORE_ENV)
+    if not chosen:
+        table, root = project_config(notebook)
+        if table.get("store") and root is not None:
+            chosen = str(root / str(table["store"]))
     if chosen:
         text = str(chosen)
         return Path(text.removeprefix("sqlite:///")) if text.startswith("sqlite:") else Path(text)

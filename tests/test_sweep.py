@@ -295,3 +295,49 @@ def test_dask_executor_on_a_local_cluster(tmp_path: Path) -> None:
         assert (folder / "parity" / "parity.json").is_file()
     stored = json.loads(nbprod("runs", notebook, "--json").stdout)
     assert {r["id"] for r in stored} == {r["id"] for r in result["runs"]}
+
+
+def test_ctrl_c_during_a_single_run(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    notebook = light(
+        tmp_path,
+        (
+            "train",
+            f"import os, time\nopen(os.path.join({str(pids)!r}, str(os.getpid())), 'w')"
+            ".close()\ntime.sleep(120)\nw = 1",
+        ),
+        ("inference", "def predict(v):\n    return v * w"),
+    )
+    process = subprocess.Popen(
+        [str(BIN / "nbprod"), "run", str(notebook)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(pids.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    kernel = int(next(pids.iterdir()).name)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "was cancelled" in err
+    deadline = time.monotonic() + 10
+    while _alive(kernel) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(kernel)
+    db = sqlite3.connect(tmp_path / ".nbprod" / "runs.db")
+    assert [row[0] for row in db.execute("SELECT status FROM runs")] == ["cancelled"]
+
+
+def test_project_config_sets_the_store(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.nbprod]\nstore = "shared/runs.db"\n')
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    notebook = light(folder)
+    result = nbprod("run", notebook, "--json")
+    assert result.returncode == 0, result.stderr
+    db = sqlite3.connect(tmp_path / "shared" / "runs.db")
+    assert [row[0] for row in db.execute("SELECT status FROM runs")] == ["succeeded"]
+    assert not (folder / ".nbprod" / "runs.db").exists()
