@@ -98,6 +98,8 @@ class ExecutionFailed(CellError):
 
     run_id: str | None = None
     run_folder: object = None
+    ename: str | None = None  # the exception the cell raised, when it raised one
+    evalue: str | None = None
 
 
 class RunNotFound(UsageError):

@@ -122,6 +122,8 @@ def run_notebook(
             "cell": error.cell,
             "role": error.role,
             "line": error.line,
+            "ename": error.ename,
+            "evalue": error.evalue,
             "message": error.message,
         }
         raise
@@ -275,13 +277,15 @@ def _cell_failure(
         )
     number = int(failing["cell"])
     cell = next(c for c in notebook.cells if c.number == number)
-    return ExecutionFailed(
+    error = ExecutionFailed(
         f"{ename}: {evalue}",
         "fix the cell and run again; the partly executed notebook is in the run folder",
         cell=number,
         role=cell.role,
         line=failing["line"],
     )
+    error.ename, error.evalue = ename, evalue
+    return error
 
 
 def _collect(folder: Path, record: RunRecord) -> None:

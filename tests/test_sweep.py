@@ -153,7 +153,8 @@ def test_failing_dying_and_slow_runs_do_not_stop_the_sweep(tmp_path: Path) -> No
     assert by_mode["ok"]["status"] == "succeeded"
     assert by_mode["raise"]["status"] == "failed"
     assert by_mode["raise"]["error"]["cell"] == 2
-    assert "ZeroDivisionError" in by_mode["raise"]["error"]["message"]
+    assert by_mode["raise"]["error"]["ename"] == "ZeroDivisionError"
+    assert by_mode["raise"]["error"]["evalue"] == "division by zero"
     assert by_mode["die"]["status"] == "failed"
     assert "kernel died" in by_mode["die"]["error"]["message"]
     assert by_mode["slow"]["status"] == "failed"
