@@ -108,6 +108,11 @@ def _print_problem(problem: Problem, prefix: str) -> None:
 @click.option("--smoke", is_flag=True, help="Use the smoke parameters of metadata.nbprod.")
 @click.option("--workers", type=int, help="Parallel runs (default: one per core).")
 @click.option(
+    "--no-fork",
+    is_flag=True,
+    help="Start every kernel as a new process instead of forking warm ones.",
+)
+@click.option(
     "--executor",
     "executor_name",
     default="local",
@@ -125,6 +130,7 @@ def run(
     grid: Path | None,
     smoke: bool,
     workers: int | None,
+    no_fork: bool,
     executor_name: str,
     scheduler: str | None,
     kernel: str | None,
@@ -145,17 +151,13 @@ def run(
     if not is_sweep:
         _single_run(notebook, {**base, **single, **sets[0]}, kernel, timeout, store, as_json)
         return
+    options: dict[str, Any] = {"workers": workers}
+    if executor_name == "local":
+        options["fork"] = not no_fork and kernel in (None, "python3")
+    elif executor_name == "dask":
+        options["scheduler"] = scheduler or _configured_scheduler(notebook)
     _sweep(
-        notebook,
-        sets,
-        {**base, **single},
-        kernel,
-        timeout,
-        store,
-        as_json,
-        executor_name,
-        scheduler,
-        workers,
+        notebook, sets, {**base, **single}, kernel, timeout, store, as_json, executor_name, options
     )
 
 
@@ -228,8 +230,7 @@ def _sweep(
     store: str | None,
     as_json: bool,
     executor_name: str,
-    scheduler: str | None,
-    workers: int | None,
+    options: dict[str, Any],
 ) -> None:
     from .display import SweepProgress, first_metric, runs_table
     from .executors import executor
@@ -237,9 +238,6 @@ def _sweep(
     from .sweep import plan, run_sweep
 
     specs = plan(notebook, sets, base=base, kernel=kernel, timeout=timeout, store=store)
-    options: dict[str, Any] = {"workers": workers}
-    if executor_name == "dask":
-        options["scheduler"] = scheduler or _configured_scheduler(notebook)
     chosen = executor(executor_name, **options)
     show = not as_json and err.is_terminal
     progress = SweepProgress(err, len(specs))

@@ -143,6 +143,10 @@ def run_notebook(
         _collect(folder, record)
     finally:
         record.finished = time.time()
+        started_by = getattr(options.kernel_manager_class, "started_by", None)
+        if started_by and started_by != "fork":
+            record.notes.append(f"kernel: {started_by}")  # a fork was refused: say why
+        record.kernel_start = started_by or "process"
         _record(store, folder, record)
     return record
 

@@ -92,13 +92,44 @@ def _run_in_worker(spec: RunSpec, fork_socket: str | None) -> RunRecord:
 
 
 class LocalExecutor:
-    """One process per worker (default: one per core), each running one kernel at a time."""
+    """One process per worker (default: one per core), each running one kernel at a time.
 
-    def __init__(self, workers: int | None = None, fork_socket: str | None = None) -> None:
+    With ``fork=True`` a fork server that has already imported the notebook's modules
+    forks a brand-new kernel for every run (see ``forkserver.py``), so runs do not
+    pay for kernel start-up and imports; runs fall back to normal kernels where
+    forking is refused, and their record says why.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        fork_socket: str | None = None,
+        fork: bool = True,
+        log: Path | None = None,
+    ) -> None:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.fork_socket = fork_socket
+        self.fork = fork
+        self.log = log
 
     def run(self, specs: list[RunSpec], report: EventHandler) -> None:
+        if self.fork_socket or not self.fork or not specs:
+            self._run(specs, report)
+            return
+        from .forkserver import ForkServer
+        from .sweep import preload_modules
+
+        log = self.log or Path(tempfile.gettempdir()) / f"nbprod-{specs[0].sweep_id}.log"
+        with log.open("ab") as stderr:
+            server = ForkServer(preload_modules(specs[0].notebook), stderr=stderr)
+            with server.start(wait=False):
+                self.fork_socket = server.socket_path
+                try:
+                    self._run(specs, report)
+                finally:
+                    self.fork_socket = None
+
+    def _run(self, specs: list[RunSpec], report: EventHandler) -> None:
         context = multiprocessing.get_context("spawn")
         pool = futures.ProcessPoolExecutor(
             max_workers=min(self.workers, len(specs)) or 1,
@@ -175,6 +206,7 @@ class DaskExecutor:
     """Sends each run to a Dask cluster; records and artifacts come back to this store."""
 
     def __init__(self, scheduler: str | None = None, workers: int | None = None) -> None:
+        # `workers` is accepted for a uniform CLI; the cluster decides its own parallelism.
         if not scheduler:
             raise UsageError(
                 "the dask executor needs a scheduler address",

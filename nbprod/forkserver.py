@@ -48,9 +48,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from .exceptions import NbprodError
+
+if TYPE_CHECKING:
+    from .kernels import ForkKernelManager
 
 # Read by BLAS/OpenMP when they load: one thread in the server, so that importing
 # numpy starts no thread pool that fork() would break. Children restore their limits.
@@ -150,13 +153,14 @@ class ForkServer:
         self.threads = 0
         self._folder: str | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._report_fd: int | None = None
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
     def __enter__(self) -> ForkServer:
-        return self.start()
+        return self if self._process is not None else self.start()
 
     def __exit__(
         self,
@@ -166,13 +170,18 @@ class ForkServer:
     ) -> None:
         self.close()
 
-    def start(self) -> ForkServer:
-        """Start the server and wait until it has done its imports and listens."""
+    def start(self, wait: bool = True) -> ForkServer:
+        """Start the server; return once it listens, and with ``wait`` once it has imported.
+
+        Requests sent before the imports are done queue up and are answered after
+        them: ``wait=False`` lets a sweep start its worker processes meanwhile.
+        """
         from .kernels import KERNEL_ENV
 
         self._folder = tempfile.mkdtemp(prefix="nbprod-fork-")
         self.socket_path = os.path.join(self._folder, "server.sock")
         read_end, write_end = os.pipe()
+        self._report_fd = read_end
         command = [
             *(sys.executable, "-m", "nbprod.forkserver"),
             *("--socket", self.socket_path, "--parent", str(os.getpid())),
@@ -191,48 +200,66 @@ class ForkServer:
                 # Not in the terminal's process group: Ctrl-C is the sweep's to handle.
                 start_new_session=True,
             )
-        except BaseException:
-            os.close(read_end)
-            self.close()
-            raise
-        finally:
             os.close(write_end)
-        try:
-            report = self._read_report(read_end)
+            self._wait_listening()
+            if wait:
+                self.wait_ready()
         except BaseException:
+            if self._process is None:
+                os.close(write_end)
             self.close()
             raise
-        finally:
-            os.close(read_end)
-        self.imported = report["imported"]
-        self.failed = report["failed"]
-        self.threads = report["threads"]
         return self
 
-    def _read_report(self, fd: int) -> dict[str, Any]:
+    def _wait_listening(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self.start_timeout
+        while not os.path.exists(self.socket_path):
+            if self._process.poll() is not None:
+                raise ForkServerError(
+                    f"the fork server exited during start-up (status {self._process.returncode})"
+                )
+            if time.monotonic() > deadline:
+                raise ForkServerError(f"the fork server did not start in {self.start_timeout:g} s")
+            time.sleep(0.005)
+
+    def wait_ready(self) -> None:
+        """Wait until the server has done its imports; sets ``imported``, ``failed`` and so on."""
+        if self._report_fd is None:
+            return
         assert self._process is not None
         deadline = time.monotonic() + self.start_timeout
         data = b""
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ForkServerError(f"the fork server did not start in {self.start_timeout:g} s")
-            readable, _, _ = select.select([fd], [], [], min(left, 1.0))
-            if readable:
-                chunk = os.read(fd, 65536)
-                if not chunk:
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    waited = f"{self.start_timeout:g} s"
+                    raise ForkServerError(f"the fork server did not finish its imports in {waited}")
+                readable, _, _ = select.select([self._report_fd], [], [], min(left, 1.0))
+                if readable:
+                    chunk = os.read(self._report_fd, 65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                elif self._process.poll() is not None:
                     break
-                data += chunk
-            elif self._process.poll() is not None:
-                break
+        finally:
+            os.close(self._report_fd)
+            self._report_fd = None
         if not data:
             status = self._process.wait(timeout=5)
             raise ForkServerError(f"the fork server exited during start-up (status {status})")
-        report: dict[str, Any] = json.loads(data)
-        return report
+        report = json.loads(data)
+        self.imported = report["imported"]
+        self.failed = report["failed"]
+        self.threads = report["threads"]
 
     def close(self) -> None:
         """Stop the server (it kills its kernels) and remove its folder."""
+        if self._report_fd is not None:
+            os.close(self._report_fd)
+            self._report_fd = None
         process, self._process = self._process, None
         if process is not None:
             if process.poll() is None:
@@ -246,12 +273,12 @@ class ForkServer:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
 
-    def manager_class(self, **options: Any) -> type:
+    def manager_class(self, **options: Any) -> type[ForkKernelManager]:
         """A kernel manager class for papermill that forks its kernels here."""
         return fork_kernel_manager(self.socket_path, **options)
 
 
-def fork_kernel_manager(socket_path: str | None, **options: Any) -> type:
+def fork_kernel_manager(socket_path: str | None, **options: Any) -> type[ForkKernelManager]:
     """A new ``ForkKernelManager`` class bound to the server at ``socket_path``.
 
     See ``nbprod.kernels.fork_kernel_manager``; it lives there so that the server
@@ -286,6 +313,7 @@ class _Lease:
 class _Server:
     def __init__(
         self,
+        listener: socket.socket,
         socket_path: str,
         parent: int,
         ready_timeout: float,
@@ -308,9 +336,7 @@ class _Server:
             {name.partition(".")[0] for name in preloaded} - set(sys.stdlib_module_names)
         )
         self.socket_path = socket_path
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(socket_path)
-        self.listener.listen(64)
+        self.listener = listener
         self.listener.setblocking(False)
         self.wake_read, self.wake_write = socket.socketpair()
         self.wake_read.setblocking(False)
@@ -326,6 +352,7 @@ class _Server:
         self.libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
         # Found once here: looking for the libraries costs each child 20 ms otherwise.
         self.threadpools = threadpools
+        self.launcher = _launcher_path()  # a normal kernel's sys.argv[0]
 
     # The loop ------------------------------------------------------------------------
 
@@ -375,8 +402,9 @@ class _Server:
                 sock, _ = self.listener.accept()
             except BlockingIOError:
                 return
-            # Replies are small; the timeout only bounds a send to a client that stalls.
-            sock.settimeout(1.0)
+            # Non-blocking: a poll event for a closed lease's descriptor number may reach
+            # the new lease that reused it, and must then not wait.
+            sock.setblocking(False)
             lease = _Lease(sock, time.monotonic() + REQUEST_TIMEOUT)
             self.leases[sock.fileno()] = lease
             self.poller.register(sock, select.POLLIN)
@@ -384,6 +412,8 @@ class _Server:
     def _lease_event(self, lease: _Lease) -> None:
         try:
             data = lease.sock.recv(65536)
+        except BlockingIOError:
+            return
         except OSError:
             data = b""
         if not data:
@@ -405,10 +435,14 @@ class _Server:
                     os.killpg(lease.kernel.pid, int(message["signal"]))
 
     def _send(self, lease: _Lease, message: dict[str, Any]) -> bool:
+        # Messages are small: a client that cannot take one within a second is stuck.
+        lease.sock.settimeout(1.0)
         try:
             lease.sock.sendall(encode(message))
         except OSError:
             return False
+        finally:
+            lease.sock.setblocking(False)
         return True
 
     def _refuse(self, lease: _Lease, reason: str) -> None:
@@ -587,7 +621,7 @@ class _Server:
             os.environ.update(env)
             os.chdir(request["cwd"])
             argv = list(request["argv"][3:])
-            sys.argv = [_launcher_path(), *argv]
+            sys.argv = [self.launcher, *argv]
             _reseed()
             _restore_thread_limits(self.threadpools, env)
             from ipykernel.kernelapp import IPKernelApp
@@ -785,6 +819,10 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.update({**dict.fromkeys(THREAD_VARS, "1"), **SERVER_ENV})
     preload: list[str] = json.loads(args.preload)
     folder = os.path.dirname(args.socket)
+    # Listen before importing: requests queue up meanwhile, instead of finding no server.
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(args.socket)
+    listener.listen(64)
     _import_all(["ipykernel.kernelapp", "ipykernel.ipkernel"])
     _import_all(_learn_kernel_imports(folder, args.ready_timeout))
     failed = _import_all(preload)
@@ -796,7 +834,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in set(os.environ) - before:
         del os.environ[name]
     server = _Server(
-        args.socket, args.parent, args.ready_timeout, imported, started_env, threadpools
+        listener, args.socket, args.parent, args.ready_timeout, imported, started_env, threadpools
     )
     # Imports done: keep the collector off these objects so children share their pages.
     gc.freeze()

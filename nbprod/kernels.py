@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -119,7 +120,7 @@ class ForkProvisioner(LocalProvisioner):
     async def _fork(self, cmd: list[str], kwargs: dict[str, Any]) -> str | None:
         """Ask the server for a kernel; the reason it could not give one, or None."""
         assert self.socket_path is not None and self.parent is not None
-        cwd = str(kwargs.get("cwd") or os.getcwd())
+        cwd = os.path.abspath(kwargs.get("cwd") or os.getcwd())  # the server's cwd differs
         request = {
             "argv": cmd,
             "env": dict(kwargs.get("env") or os.environ),
@@ -135,11 +136,14 @@ class ForkProvisioner(LocalProvisioner):
             await asyncio.wait_for(loop.sock_sendall(sock, encode(request)), CONNECT_TIMEOUT)
             reply = await asyncio.wait_for(_read_message(loop, sock, buffer), self.answer_timeout)
         except TimeoutError:
-            sock.close()
+            sock.close()  # the server then kills the kernel it may have started
             return f"the fork server did not answer in {self.answer_timeout:g} s"
         except (OSError, ValueError) as error:
             sock.close()
             return f"the fork server is unreachable ({error})"
+        except BaseException:  # cancelled: no kernel, and no socket left behind
+            sock.close()
+            raise
         if "pid" not in reply:
             sock.close()
             return str(reply.get("error") or "the fork server refused")
@@ -199,20 +203,21 @@ class ForkProvisioner(LocalProvisioner):
         """Take in what the server said (without waiting): the kernel's exit status."""
         if self._lease is None:
             return
-        while True:
+        closed = False
+        while not closed:
             try:
                 data = self._lease.recv(65536)
             except BlockingIOError:
                 break
             except OSError:
                 data = b""
-            if not data:
-                self._server_gone()
-                return
+            closed = not data
             self._inbox += data
         for message in take_messages(self._inbox):
             if "exit" in message:
                 self._exit = int(message["exit"])
+        if closed:
+            self._server_gone()
 
     def _server_gone(self) -> None:
         # The server's kernels die with it; make sure of it if this one has not yet.
@@ -267,7 +272,7 @@ class QuickReadyKernelClient(AsyncKernelClient):
                     else:
                         self._handle_kernel_info_reply(reply)
                         break
-            if not await self._async_is_alive():
+            if not await self.is_alive():
                 raise RuntimeError("Kernel died before replying to kernel_info")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Kernel didn't respond in {timeout:g} s")
@@ -352,12 +357,13 @@ def fork_kernel_manager(
 async def _read_message(
     loop: asyncio.AbstractEventLoop, sock: socket.socket, buffer: bytearray
 ) -> dict[str, Any]:
-    while not (messages := take_messages(buffer)):
+    """The first message on ``sock``; what follows it stays in ``buffer``."""
+    while b"\n" not in buffer:
         data = await loop.sock_recv(sock, 65536)
         if not data:
             raise ConnectionError("the fork server closed the connection")
         buffer += data
-    # The server sends one answer and then nothing until the kernel exits.
-    if len(messages) > 1:
-        buffer[:0] = b"".join(encode(m) for m in messages[1:])
-    return messages[0]
+    end = buffer.index(b"\n")
+    message: dict[str, Any] = json.loads(bytes(buffer[:end]))
+    del buffer[: end + 1]
+    return message

@@ -36,6 +36,7 @@ class RunRecord:
     artifacts: dict[str, str] = field(default_factory=dict)  # name → sha256
     notes: list[str] = field(default_factory=list)
     sweep_id: str | None = None
+    kernel_start: str | None = None  # "fork", "fallback: <why>" or "process"
 
     @property
     def duration(self) -> float | None:

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS runs (
     notes TEXT NOT NULL,
     kernel TEXT NOT NULL,
     sweep_id TEXT,
+    kernel_start TEXT,
     folder TEXT,
     started REAL NOT NULL,
     finished REAL
@@ -44,6 +45,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_by_notebook ON runs (notebook, started);
 CREATE INDEX IF NOT EXISTS runs_by_sweep ON runs (sweep_id);
 """
+_ADDED_COLUMNS = ("kernel_start",)
 _SELECTOR = re.compile(r"^(best|max|min):([A-Za-z_][A-Za-z0-9_.\-]*)$")
 _JSON_FIELDS = ("parameters", "metrics", "artifacts", "error", "notes")
 
@@ -71,6 +73,10 @@ class RunStore:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
+            for column in _ADDED_COLUMNS:  # stores written by an older nbprod
+                if column not in columns:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -92,6 +98,7 @@ class RunStore:
             "status": record.status,
             "kernel": record.kernel,
             "sweep_id": record.sweep_id,
+            "kernel_start": record.kernel_start,
             "folder": str(folder) if folder is not None else None,
             "started": record.started,
             "finished": record.finished,

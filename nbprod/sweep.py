@@ -163,10 +163,20 @@ def plan(
     return specs
 
 
+# What nbprod's own recording cells import in every run (skops.io loads most of sklearn).
+RUNTIME_MODULES = (
+    "nbprod.runtime.capture",
+    "nbprod.runtime.values",
+    "nbprod.runtime.artifacts",
+    "skops.io",
+)
+
+
 def preload_modules(notebook_path: str | Path) -> list[str]:
-    """The modules the notebook imports, to import once before kernels are forked."""
+    """The modules the notebook and nbprod's recorder import, imported once by the fork
+    server so that no forked kernel pays for them."""
     analysis = analyze(load_notebook(notebook_path))
-    modules = []
+    modules = list(RUNTIME_MODULES)
     for imported in analysis.imports.values():
         text = imported.statement.split()
         if text[0] == "import" or not text[1].startswith("."):

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from jupyter_client.connect import write_connection_file
 from jupyter_client.manager import AsyncKernelManager
 from nbbuild import notebook_node
 from nbclient.exceptions import DeadKernelError
@@ -191,6 +193,45 @@ def test_refused_requests_fall_back_and_say_why(
     assert "$PYTHONNBPRODTEST differs" in started_by
 
 
+def _ask(server: ForkServer, request: bytes, timeout: float = 30) -> dict[str, Any]:
+    """Send one raw request to the server; its answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(server.socket_path)
+        sock.sendall(request)
+        buffer = bytearray()
+        while not (messages := take_messages(buffer)):
+            data = sock.recv(65536)
+            if not data:
+                return {}
+            buffer += data
+    return messages[0]
+
+
+@pytest.mark.slow
+def test_the_server_refuses_or_reports_what_it_cannot_start(
+    server: ForkServer, tmp_path: Path
+) -> None:
+    connection_file, _ = write_connection_file(
+        str(tmp_path / "k.json"), transport="ipc", ip=str(tmp_path / "k")
+    )
+    launch = [sys.executable, "-m", "ipykernel_launcher", "-f", connection_file]
+    request = {"argv": launch, "env": dict(os.environ), "cwd": str(tmp_path)}
+    request["connection_file"] = connection_file
+
+    other = _ask(server, encode({**request, "argv": ["/usr/bin/python3", *launch[1:]]}))
+    assert other["refused"] and "the fork server on" in other["error"]
+    garbled = tmp_path / "garbled.json"
+    garbled.write_text("{")
+    broken = {**request, "argv": [*launch[:-1], str(garbled)], "connection_file": str(garbled)}
+    broken = _ask(server, encode(broken))
+    assert "pid" not in broken
+    assert "the forked kernel failed to start" in broken["error"]
+    assert _ask(server, b"not json\n") == {}  # dropped; the server goes on serving
+    started = _ask(server, encode(request))
+    assert started["pid"] > 0  # closing the connection here ended its lease
+
+
 @pytest.mark.slow
 def test_os_exit_in_a_cell_is_a_dead_kernel_and_harms_nothing_else(
     server: ForkServer, tmp_path: Path
@@ -300,6 +341,26 @@ def test_kernels_die_with_the_server(tmp_path: Path) -> None:
         assert _wait_gone(pid)
         assert asyncio.run(km.is_alive()) is False
         asyncio.run(km.shutdown_kernel(now=True))
+
+
+@pytest.mark.slow
+def test_requests_sent_while_the_server_imports_wait_for_it(tmp_path: Path) -> None:
+    async def first_kernel(running: ForkServer) -> str | None:
+        km = await _start(running.manager_class(), tmp_path)
+        try:
+            await _kernel_info(km)
+        finally:
+            await km.shutdown_kernel(now=True)
+        return km.started_by
+
+    running = ForkServer(["numpy"])
+    try:
+        running.start(wait=False)  # returns once it listens, before its imports
+        assert asyncio.run(first_kernel(running)) == "fork"
+        running.wait_ready()
+        assert running.imported == ["numpy"]
+    finally:
+        running.close()
 
 
 @pytest.mark.slow
