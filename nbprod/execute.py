@@ -189,6 +189,8 @@ def _execute(
             str(output),
             parameters=parameters or None,
             kernel_name=kernel,
+            # Real notebooks often lack language metadata; papermill refuses them without it.
+            language=_language(notebook),
             cwd=str(notebook.path.parent),
             progress_bar=False,
             request_save_on_cell_execute=False,
@@ -214,6 +216,14 @@ def _execute(
             message, hint, cell=number, role=cell.role if cell else None
         ) from None
     _strip_output(output)
+
+
+def _language(notebook: Notebook) -> str:
+    metadata = notebook.node.metadata
+    language = metadata.get("kernelspec", {}).get("language") or metadata.get(
+        "language_info", {}
+    ).get("name")
+    return str(language or "python")
 
 
 def _run_budget(seconds: float) -> Any:

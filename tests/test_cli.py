@@ -315,3 +315,14 @@ def test_run_timeout_names_the_slow_cell(tmp_path: Path) -> None:
     result = nbprod("run", notebook, "--timeout", "2")
     assert result.returncode == 1
     assert "cell 2 (metrics): the run went past its timeout of 2 s in this cell" in result.stderr
+
+
+def test_notebook_without_language_metadata_runs(tmp_path: Path) -> None:
+    """Notebooks saved by other tools may carry no kernelspec or language_info at all."""
+    notebook = small(tmp_path)
+    data = json.loads(notebook.read_text())
+    data["metadata"] = {}
+    notebook.write_text(json.dumps(data))
+    result = nbprod("run", notebook, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["status"] == "succeeded"
