@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # nbprod's main job end to end on a shipped example notebook:
-# check → run → extract → install into a clean venv → the package's tests → predict.
+# check → sweep (runs in parallel on warm kernels) → extract the best run → install into a
+# clean venv → the package's tests → predict.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export UV_CACHE_DIR="${UV_CACHE_DIR:-$PWD/.cache/uv}"
@@ -11,11 +12,12 @@ PATH="$PWD/.venv/bin:$PATH"
 
 echo "== nbprod check $NOTEBOOK"
 nbprod check "$NOTEBOOK"
-echo "== nbprod run $NOTEBOOK"
-RUN_ID=$(nbprod run "$NOTEBOOK" --json | python -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-echo "run $RUN_ID"
-echo "== nbprod extract --run $RUN_ID -o $OUT/package"
-nbprod extract "$NOTEBOOK" --run "$RUN_ID" -o "$OUT/package" --force
+echo "== nbprod run $NOTEBOOK (a sweep over C)"
+nbprod run "$NOTEBOOK" -p C=0.1,1.0,10.0 -p max_iter=1000 --workers 2
+echo "== nbprod runs $NOTEBOOK --sort roc_auc"
+nbprod runs "$NOTEBOOK" --sort roc_auc
+echo "== nbprod extract --run best:roc_auc -o $OUT/package"
+nbprod extract "$NOTEBOOK" --run best:roc_auc -o "$OUT/package" --force
 echo "== install into a clean venv ($OUT/venv) and run the package's own tests"
 rm -rf "$OUT/venv"
 uv venv --quiet --python .venv/bin/python "$OUT/venv"
