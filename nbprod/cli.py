@@ -285,6 +285,36 @@ def _configured_scheduler(notebook: Path) -> str | None:
     return str(address) if address else None
 
 
+@main.command()
+@click.argument("notebook", type=click.Path(path_type=Path))
+@click.option("--run", "run_id", required=True, help="Run id, latest, best:METRIC or min:METRIC.")
+@click.option("--version", "version", help="Package version (default from the run's time).")
+@click.option(
+    "--dist",
+    type=click.Path(path_type=Path),
+    default=Path("dist"),
+    show_default=True,
+    help="Folder to place the sdist and wheel in.",
+)
+def publish(notebook: Path, run_id: str, version: str | None, dist: Path) -> None:
+    """Build the run's package, verify it in a clean venv, then place it in DIST."""
+    from .publish import publish as publish_run
+
+    result = publish_run(
+        notebook,
+        run_id,
+        version=version,
+        dist=dist,
+        on_step=lambda name: err.print(f"[cyan]•[/] {escape(name)}"),
+    )
+    out.print(
+        f"[green]published[/] {result.package} {result.version} (run {result.run_id}); "
+        f"tests in a clean venv: {escape(result.tests)}"
+    )
+    for file in result.files:
+        out.print(f"  {file}", markup=False)
+
+
 class RunsGroup(click.Group):
     """``nbprod runs [NOTEBOOK]`` lists; ``nbprod runs show|compare ...`` are subcommands."""
 
