@@ -199,3 +199,47 @@ def test_entry_point_never_called_is_called_on_a_data_sample(tmp_path: Path) -> 
     parity = json.loads((package / "tests/parity/parity.json").read_text())
     assert [c["source"] for c in parity["calls"]] == ["sample of df"]
     assert package_pytest(package).returncode == 0
+
+
+DASK_SCORING = """
+import dask.dataframe as dd
+import pandas as pd
+from distributed import Client, LocalCluster
+
+import demo
+
+frame = pd.DataFrame({"x": [float(i) for i in range(40)]})
+expected = demo.predict_partition(frame)
+if __name__ == "__main__":
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster):
+        scored = dd.from_pandas(frame, npartitions=4).map_partitions(
+            demo.predict_partition, meta={"prediction": "f8"}
+        ).compute()
+    pd.testing.assert_frame_equal(scored.sort_index(), expected)
+    assert list(expected["prediction"][:3]) == list(demo.predict(frame.head(3)))
+    print("partitions", len(scored))
+"""
+
+
+def test_dask_partitions_score_like_predict(tmp_path: Path) -> None:
+    package = run_and_extract(
+        tmp_path,
+        (None, "import pandas as pd"),
+        ("data", "df = pd.DataFrame({'x': [1.0, 2.0, 3.0]})"),
+        ("train", "w = df.x.sum()"),
+        ("inference", "def predict(records):\n    return (records.x * w).to_numpy()"),
+        (None, "predict(df)"),
+    )
+    script = package / "score_on_dask.py"
+    script.write_text(DASK_SCORING)
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=package,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(package / "src")},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "partitions 40" in result.stdout
