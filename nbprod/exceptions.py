@@ -8,6 +8,8 @@ one mapping from error to process exit status; the CLI reads it and nothing else
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class NbprodError(Exception):
     """Base of every error nbprod raises on purpose."""
@@ -65,7 +67,7 @@ class CellError(NbprodError):
         text = f"{self.location}: {self.message}"
         return text if not self.hint else f"{text}\n  fix: {self.hint}"
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_cell_error, (type(self), self.message, self.hint, self.__dict__))
 
 
@@ -89,7 +91,7 @@ class CheckFailed(NbprodError):
             "run `nbprod check NOTEBOOK` and fix each problem it lists",
         )
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.problems,))
 
 

@@ -319,6 +319,9 @@ class ForkKernelManager(CurrentPythonKernelManager):
         )
         return started
 
+    # The public name must reach the override too (callers outside start_kernel use it).
+    # jupyter_client's own AsyncKernelManager binds it the same way, with the same ignore:
+    # the base class types it as the sync wrapper.
     pre_start_kernel = _async_pre_start_kernel  # type: ignore[assignment]
 
     async def _async_wait(self, pollinterval: float = 0.1) -> None:

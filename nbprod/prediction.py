@@ -222,8 +222,8 @@ class PredictionRules(Resolver):
             return None
         called = {
             name
-            for _, s in functions.values()
-            for name in s.lazy.get(s.node.name, set())  # type: ignore[attr-defined]
+            for function, (_, statement) in functions.items()
+            for name in statement.lazy.get(function, set())
         }
         candidates = [name for name in functions if name not in called]
         if len(candidates) == 1:

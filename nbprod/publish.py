@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .exceptions import NbprodError, OutputExists
 from .extract import extract
@@ -36,7 +37,7 @@ class PublishFailed(NbprodError):
             "fix the cause above; the dist folder was not changed",
         )
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.step, self.output))
 
 

@@ -247,20 +247,27 @@ class _ModuleScan(ast.NodeVisitor):
         self.result.lazy[node.name] = later
         self.write(node.name, node.lineno)
 
-    def _comprehension(self, node: ast.AST, generators: list[ast.comprehension]) -> None:
+    def _comprehension(
+        self, node: ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp
+    ) -> None:
         # The first iterable is evaluated in the enclosing scope; the rest inside.
-        self.visit(generators[0].iter)
+        self.visit(node.generators[0].iter)
         for name in sorted(free_names(node)):
-            self.read(name, node.lineno)  # type: ignore[attr-defined]
+            self.read(name, node.lineno)
         for name in _walrus_targets(node):
-            self.write(name, node.lineno)  # type: ignore[attr-defined]
+            self.write(name, node.lineno)
 
     def visit_ListComp(self, node: ast.ListComp) -> None:
-        self._comprehension(node, node.generators)
+        self._comprehension(node)
 
-    visit_SetComp = visit_ListComp  # type: ignore[assignment]
-    visit_GeneratorExp = visit_ListComp  # type: ignore[assignment]
-    visit_DictComp = visit_ListComp  # type: ignore[assignment]
+    def visit_SetComp(self, node: ast.SetComp) -> None:
+        self._comprehension(node)
+
+    def visit_GeneratorExp(self, node: ast.GeneratorExp) -> None:
+        self._comprehension(node)
+
+    def visit_DictComp(self, node: ast.DictComp) -> None:
+        self._comprehension(node)
 
 
 # ---------------------------------------------------------------------------------
@@ -308,7 +315,7 @@ def global_writes(node: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
 
 
 def _expression_loads(expr: ast.AST) -> set[str]:
-    scan = _ModuleScan(ast.Expr(value=expr))  # type: ignore[arg-type]
+    scan = _ModuleScan(ast.Pass())  # a scratch statement: only the reads of ``expr`` matter
     scan.visit(expr)
     return set(scan.result.reads)
 

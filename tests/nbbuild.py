@@ -13,6 +13,17 @@ from nbprod.notebook import Notebook, load_notebook
 
 Cell = tuple[str | None, str] | str
 
+# A notebook every role of which runs in a fraction of a second: one artifact (`w`),
+# one parameter, an example call for the parity record and a test cell.
+SMALL = (
+    ("parameters", "a = 2"),
+    ("data", "xs = [1, 2, 3]"),
+    ("train", "w = sum(xs) * a"),
+    ("inference", "def predict(x):\n    return x * w"),
+    (None, "predict(5)"),
+    ("test", "assert predict(1) == w"),
+)
+
 
 def notebook_node(*cells: Cell, nbprod: dict[str, Any] | None = None) -> nbformat.NotebookNode:
     nb = new_notebook()

@@ -6,18 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from nbbuild import write_notebook
+from nbbuild import SMALL, write_notebook
 from tools import nbprod
-
-SMALL = (
-    ("parameters", "a = 2"),
-    ("data", "xs = [1, 2, 3]"),
-    ("train", "w = sum(xs) * a"),
-    ("inference", "def predict(x):\n    return x * w"),
-    (None, "predict(5)"),
-    ("test", "assert predict(1) == w"),
-)
-
 
 PREDICT_W = "def predict(x):\n    return w"
 

@@ -95,9 +95,11 @@ def test_installed_package_passes_its_own_tests(shipped: dict) -> None:
     assert "passed" in result.stdout and "skipped" not in result.stdout
 
 
-def test_installed_package_predicts_what_the_notebook_predicted(shipped: dict) -> None:
-    """Compare against the run folder's record, not the package's copy of it."""
-    out = shipped["root"] / "predictions"
+def assert_predicts_the_recorded_calls(
+    shipped: dict, out: Path, where: str, env: dict[str, str] | None = None
+) -> None:
+    """The clean venv's package, called on the run folder's recorded inputs (not the
+    package's copy of them), returns the recorded outputs."""
     out.mkdir()
     parity = shipped["run_dir"] / "parity"
     script = PREDICT_RECORDED.format(package=shipped["name"])
@@ -106,13 +108,18 @@ def test_installed_package_predicts_what_the_notebook_predicted(shipped: dict) -
         capture_output=True,
         text=True,
         cwd=shipped["root"],
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     calls = json.loads((parity / "parity.json").read_text())["calls"]
     results = json.loads((out / "results.json").read_text())
     assert len(results) == len(calls) > 0
     for call, got in zip(calls, results, strict=True):
-        assert_same(decode(got, out), decode(call["result"], parity), "prediction")
+        assert_same(decode(got, out), decode(call["result"], parity), where)
+
+
+def test_installed_package_predicts_what_the_notebook_predicted(shipped: dict) -> None:
+    assert_predicts_the_recorded_calls(shipped, shipped["root"] / "predictions", "prediction")
 
 
 def test_installed_package_does_not_need_nbprod_or_jupyter(shipped: dict) -> None:
@@ -175,22 +182,9 @@ def test_package_retrains_without_the_notebook(shipped: dict) -> None:
     for name, value in recorded.items():
         assert metrics[name] == pytest.approx(value, rel=1e-9)
     assert (artifacts / "manifest.json").is_file()
-    env_name = f"{shipped['name'].upper()}_ARTIFACTS"
+    env = {"PATH": "/usr/bin:/bin", f"{shipped['name'].upper()}_ARTIFACTS": str(artifacts)}
     out = shipped["root"] / "retrained_predictions"
-    out.mkdir()
-    parity = shipped["run_dir"] / "parity"
-    script_text = PREDICT_RECORDED.format(package=shipped["name"])
-    run = subprocess.run(
-        [str(shipped["python"]), "-c", script_text, str(parity), str(out)],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", env_name: str(artifacts)},
-    )
-    assert run.returncode == 0, run.stderr
-    results = json.loads((out / "results.json").read_text())
-    calls = json.loads((parity / "parity.json").read_text())["calls"]
-    for call, got in zip(calls, results, strict=True):
-        assert_same(decode(got, out), decode(call["result"], parity), "retrained prediction")
+    assert_predicts_the_recorded_calls(shipped, out, "retrained prediction", env)
 
 
 def test_tampered_artifact_is_refused(shipped: dict) -> None:

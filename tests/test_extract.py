@@ -30,27 +30,26 @@ def run_and_extract(
     return package
 
 
-def package_pytest(package: Path) -> subprocess.CompletedProcess[str]:
-    """The generated tests, importing the package from its source (deps are all here)."""
+def in_package(package: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """This Python in the generated project, importing the package from its source
+    (the dev environment has every dependency the package pins)."""
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        [sys.executable, *args],
         cwd=package,
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(package / "src")},
         timeout=300,
     )
+
+
+def package_pytest(package: Path) -> subprocess.CompletedProcess[str]:
+    """The generated tests, run against the package's source."""
+    return in_package(package, "-m", "pytest", "-q", "-p", "no:cacheprovider")
 
 
 def package_python(package: Path, code: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=package,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(package / "src")},
-        timeout=300,
-    )
+    result = in_package(package, "-c", code)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
@@ -233,13 +232,6 @@ def test_dask_partitions_score_like_predict(tmp_path: Path) -> None:
     )
     script = package / "score_on_dask.py"
     script.write_text(DASK_SCORING)
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=package,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(package / "src")},
-        timeout=300,
-    )
+    result = in_package(package, str(script))
     assert result.returncode == 0, result.stderr
     assert "partitions 40" in result.stdout

@@ -38,7 +38,9 @@ def test_shell_command_is_dropped_and_recorded() -> None:
 def test_shell_output_assigned_to_a_name_stays_a_definition() -> None:
     cell = parse_cell("files = !ls")
     assert len(cell.statements) == 1
-    assert ast.unparse(cell.statements[0].targets[0]) == "files"  # type: ignore[attr-defined]
+    assignment = cell.statements[0]
+    assert isinstance(assignment, ast.Assign)
+    assert ast.unparse(assignment.targets[0]) == "files"
 
 
 def test_help_syntax_is_a_magic_not_a_syntax_error() -> None:

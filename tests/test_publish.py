@@ -7,24 +7,15 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from nbbuild import write_notebook
+from nbbuild import SMALL, write_notebook
 from tools import nbprod
 
 pytestmark = pytest.mark.slow
 
-CELLS = (
-    ("parameters", "a = 2"),
-    ("data", "xs = [1, 2, 3]"),
-    ("train", "w = sum(xs) * a"),
-    ("inference", "def predict(x):\n    return x * w"),
-    (None, "predict(5)"),
-    ("test", "assert predict(1) == w"),
-)
-
 
 @pytest.fixture
 def notebook(tmp_path: Path) -> Path:
-    path = write_notebook(tmp_path / "tiny.ipynb", *CELLS)
+    path = write_notebook(tmp_path / "tiny.ipynb", *SMALL)
     assert nbprod("run", path, "-p", "a=1,3", "--json").returncode == 0
     return path
 

@@ -115,9 +115,10 @@ def _synthesized(analysis: Analysis) -> tuple[str, list[Statement]]:
         kept = [s for s in chosen if not _is_import(s) and not isinstance(s.node, _CODE)]
         text = _block(info, kept)
         if last["kind"] == "expression" and number == last["cell"]:
-            final = kept[-1]
+            final = kept[-1].node
+            assert isinstance(final, ast.Expr), "the analysis returns an expression statement"
             text = _block(info, kept[:-1]) if kept[:-1] else _header(info)
-            text += f"\nreturn {ast.unparse(final.node.value)}"  # type: ignore[attr-defined]
+            text += f"\nreturn {ast.unparse(final.value)}"
         blocks.append(text)
         statements += kept
     if entry.returns["kind"] == "assignment":

@@ -34,6 +34,7 @@ class Recorder:
         self.calls: list[dict[str, Any]] = []
         self.pending_inputs: dict[str, Any] | None = None
         self.notes: list[str] = []
+        self.wrappers: list[Any] = []  # entry points already wrapped (a cell may run twice)
         self.metrics: dict[str, float] = {}
         # nbprod.log_metric() finds the recorder of the running notebook here.
         globals()["ACTIVE"] = self
@@ -41,7 +42,7 @@ class Recorder:
     # -- parity: an entry point the notebook defines -----------------------------------
     def wrap(self, namespace: dict[str, Any], name: str) -> None:
         function = namespace.get(name)
-        if not callable(function) or getattr(function, "__nbprod_wrapped__", False):
+        if not callable(function) or function in self.wrappers:
             return
         recorder = self
 
@@ -61,7 +62,7 @@ class Recorder:
             )
             return result
 
-        recorded.__nbprod_wrapped__ = True  # type: ignore[attr-defined]
+        self.wrappers.append(recorded)
         namespace[name] = recorded
 
     # -- parity: an entry point synthesized from plain statements --------------------------
