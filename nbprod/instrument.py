@@ -86,7 +86,7 @@ def _injected(source: str) -> nbformat.NotebookNode:
 
 
 def _setup(run_dir: str, package_module: str) -> str:
-    sources = {name: runtime_source(name) for name in ("values", "artifacts", "capture")}
+    sources = {name: runtime_source(name) for name in ("values", "artifacts", "schema", "capture")}
     return f"""\
 def __nbprod_setup():
     import sys, types
@@ -97,7 +97,7 @@ def __nbprod_setup():
         exec(compile(source, "<nbprod " + name + ">", "exec"), module.__dict__)
         modules[name] = module
     return modules["capture"].Recorder(
-        {run_dir!r}, {package_module!r}, modules["values"], modules["artifacts"]
+        {run_dir!r}, {package_module!r}, modules["values"], modules["artifacts"], modules["schema"]
     )
 {RECORDER} = __nbprod_setup()
 del __nbprod_setup

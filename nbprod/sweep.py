@@ -168,6 +168,7 @@ RUNTIME_MODULES = (
     "nbprod.runtime.capture",
     "nbprod.runtime.values",
     "nbprod.runtime.artifacts",
+    "nbprod.runtime.schema",
     "skops.io",
 )
 

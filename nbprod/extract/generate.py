@@ -89,9 +89,24 @@ def extract(
 
 
 def default_version(record: RunRecord) -> str:
-    """PEP 440 version from the run's start time: 0.YYYYMMDD.HHMMSS."""
+    """PEP 440 version of a run: ``0.YYYYMMDD.HHMMSS+nb<sha256[:8]>.r<run id suffix>``.
+
+    The public part orders packages by the run's start (UTC); the local label names the
+    notebook (hash prefix) and the run (the random end of its id), so two runs started in
+    the same second still get different versions. Public PyPI refuses local labels: an
+    upload there needs an explicit version.
+    """
+    from packaging.version import Version
+
     stamp = time.gmtime(record.started)
-    return f"0.{time.strftime('%Y%m%d', stamp)}.{int(time.strftime('%H%M%S', stamp))}"
+    public = f"0.{time.strftime('%Y%m%d', stamp)}.{int(time.strftime('%H%M%S', stamp))}"
+
+    def label(prefix: str, text: str) -> list[str]:
+        kept = "".join(c for c in text.lower() if c.isascii() and c.isalnum())
+        return [prefix + kept] if kept else []
+
+    local = label("nb", record.notebook_sha256[:8]) + label("r", record.id.rsplit("-", 1)[-1])
+    return str(Version(f"{public}+{'.'.join(local)}" if local else public))
 
 
 def _render(
@@ -126,10 +141,17 @@ def _render(
         shutil.copytree(run_folder / "fixtures", tests / "fixtures")
     (source / "_values.py").write_text(runtime_source("values"), encoding="utf-8")
     (source / "_artifacts.py").write_text(runtime_source("artifacts"), encoding="utf-8")
+    (source / "_schema.py").write_text(runtime_source("schema"), encoding="utf-8")
+    schema = _read_json(run_folder / "parity" / "schema.json", None)
+    (source / "schema.json").write_text(json.dumps(schema, indent=1), encoding="utf-8")
+    data = _read_json(run_folder / "data.json", {})
     version = version or default_version(record)
     context = _context(notebook, analysis, record, code, version, environment)
     context.update(requirements=requirements, test_requirements=test_requirements)
     context["parity_calls"] = len(parity["calls"])
+    context["schema"] = schema
+    context["data"] = data
+    context["example_request"] = _example_request(parity, run_folder / "parity", schema)
     test_cells, skipped = _tests(analysis, run_folder)
     warnings += skipped
     context["tests"] = test_cells
@@ -151,6 +173,7 @@ def _render(
         _TEMPLATES.get_template("pipeline.py.j2").render(**pipeline_context), encoding="utf-8"
     )
     info = _model_info(notebook, analysis, record, version, environment)
+    info.update(input_schema=schema, data=data)
     (source / "model_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     for path in [source / "pipeline.py", tests / "test_notebook.py"]:
         _check_compiles(path)
@@ -312,6 +335,19 @@ def _model_info(
         "trained_with": environment.get("packages", {}),
         "nbprod_version": nbprod_version,
     }
+
+
+def _example_request(
+    parity: dict[str, Any], folder: Path, schema: dict[str, Any] | None
+) -> str | None:
+    """One recorded input row as the JSON body of ``POST /predict`` (None if not a table)."""
+    from ..runtime.values import decode
+
+    if (schema or {}).get("kind") != "dataframe" or not parity["calls"][0]["args"]:
+        return None
+    first = decode(parity["calls"][0]["args"][0], folder)
+    row = first.head(1).to_json(orient="records", date_format="iso")
+    return json.dumps({"records": json.loads(row)})
 
 
 def _check_compiles(path: Path) -> None:

@@ -4,8 +4,10 @@ nbprod adds a few hidden cells around the user's cells; they call this recorder 
 (1) record what the inference entry point was given and returned (the parity
 record), (2) snapshot the values each ``test`` cell reads, and (3) at the end save
 the artifacts and metrics. It only reads the user's namespace; the user's own cells
-run unchanged. ``values`` and ``artifacts`` are the sibling runtime modules, passed
-in because this file is executed from source, not imported.
+run unchanged. Every input the entry point is given also widens the input schema
+(``schema.observe``), saved beside the parity record. ``values``, ``artifacts`` and
+``schema`` are the sibling runtime modules, passed in because this file is executed
+from source, not imported.
 """
 
 from __future__ import annotations
@@ -25,12 +27,19 @@ MAX_CALLS = 3
 
 class Recorder:
     def __init__(
-        self, run_dir: str, package_module: str, values: ModuleType, artifacts: ModuleType
+        self,
+        run_dir: str,
+        package_module: str,
+        values: ModuleType,
+        artifacts: ModuleType,
+        schema: ModuleType,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.package_module = package_module
         self.values = values
         self.artifacts = artifacts
+        self.schema_module = schema
+        self.schema: dict[str, Any] | None = None
         self.calls: list[dict[str, Any]] = []
         self.pending_inputs: dict[str, Any] | None = None
         self.notes: list[str] = []
@@ -48,6 +57,7 @@ class Recorder:
 
         @functools.wraps(function)
         def recorded(*args: Any, **kwargs: Any) -> Any:
+            recorder.observe_input([*args, *kwargs.values()])
             if len(recorder.calls) >= MAX_CALLS:
                 return function(*args, **kwargs)
             inputs = copy.deepcopy((args, kwargs))
@@ -68,6 +78,16 @@ class Recorder:
     # -- parity: an entry point synthesized from plain statements --------------------------
     def before_inference(self, namespace: dict[str, Any], params: list[str]) -> None:
         self.pending_inputs = {p: copy.deepcopy(namespace[p]) for p in params if p in namespace}
+        self.observe_input(list(self.pending_inputs.values()))
+
+    def observe_input(self, arguments: list[Any]) -> None:
+        """Widen the input schema by the first argument of one inference call."""
+        if not arguments:
+            return
+        try:
+            self.schema = self.schema_module.observe(self.schema, arguments[0])
+        except Exception as error:  # the schema must never break the user's notebook
+            self.notes.append(f"input schema not recorded: {error!r}")
 
     def after_inference(self, namespace: dict[str, Any], returns: str | None) -> None:
         if self.pending_inputs is None:
@@ -123,6 +143,7 @@ class Recorder:
         if kind == "function" and not self.calls:
             self._sample_call(namespace, entry, samples)
         self._save_parity(entry)
+        self._write_json("data.json", self._fingerprints(namespace, samples))
         self._relocate_notebook_classes(namespace)
         missing = [name for name in artifacts if name not in namespace]
         if missing:
@@ -215,6 +236,36 @@ class Recorder:
         (folder / "parity.json").write_text(
             json.dumps({"entry": entry, "calls": records}, indent=1)
         )
+        (folder / "schema.json").write_text(json.dumps(self.schema, indent=1))
+
+    def _fingerprints(self, namespace: dict[str, Any], names: list[str]) -> dict[str, Any]:
+        """Shape and content hash of each table or array the data cells produced."""
+        import hashlib
+
+        import numpy as np
+        import pandas as pd
+
+        found: dict[str, Any] = {}
+        for name in dict.fromkeys(names):
+            value = namespace.get(name)
+            try:
+                if isinstance(value, pd.DataFrame | pd.Series):
+                    hashed = pd.util.hash_pandas_object(value, index=True).to_numpy()
+                    columns = list(map(str, value.columns)) if value.ndim == 2 else None
+                elif isinstance(value, np.ndarray) and not value.dtype.hasobject:
+                    hashed, columns = np.ascontiguousarray(value), None
+                else:
+                    continue
+            except (TypeError, ValueError) as error:
+                self.notes.append(f"`{name}` could not be fingerprinted: {error}")
+                continue
+            found[name] = {
+                "type": type(value).__name__,
+                "shape": list(value.shape),
+                "columns": columns,
+                "sha256": hashlib.sha256(hashed.tobytes()).hexdigest(),
+            }
+        return found
 
     def _relocate_notebook_classes(self, namespace: dict[str, Any]) -> None:
         """Classes and functions defined in cells live in ``<package>.pipeline`` once
