@@ -184,11 +184,8 @@ def _conform_frame(value: Any, schema: dict[str, Any]) -> pd.DataFrame:
         )
     if len(value) == 0:
         raise SchemaError("the input has no rows; send at least one record")
-    if (
-        list(value.columns) == names
-        and [str(d) for d in value.dtypes] == [c["dtype"] for c in columns]
-        and _same_categories(value, columns)
-    ):
+    columns_index, dtypes = _compiled(schema)
+    if value.columns.equals(columns_index) and value.dtypes.tolist() == dtypes:
         return value  # the fast path: exactly what the notebook passed
     # JSON keys are text: a column recorded as 0 arrives as "0"
     text_names = {str(n): n for n in names if not isinstance(n, str) and n not in value.columns}
@@ -254,6 +251,101 @@ def _conform_column(series: pd.Series, column: dict[str, Any]) -> pd.Series:
             message = f"column {name!r}: expected a date/time: {error}"
             raise SchemaError(message, field=str(name)) from None
     return series
+
+
+_COMPILED: dict[int, tuple[dict[str, Any], pd.Index, list[Any]]] = {}
+
+
+def _compiled(schema: dict[str, Any]) -> tuple[pd.Index, list[Any]]:
+    """The schema's column index and dtypes as pandas objects, built once per schema
+    (comparing them is what keeps ``conform`` cheap for one-row requests)."""
+    cached = _COMPILED.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        columns = schema["columns"]
+        dtypes = []
+        for column in columns:
+            try:
+                if column["type"] == "category":
+                    dtypes.append(pd.CategoricalDtype(column.get("categories")))
+                else:
+                    dtypes.append(pd.api.types.pandas_dtype(column["dtype"]))
+            except TypeError:
+                dtypes.append(None)  # a dtype this pandas does not know: never the fast path
+        cached = (schema, pd.Index([c["name"] for c in columns]), dtypes)
+        _COMPILED[id(schema)] = cached
+    return cached[1], cached[2]
+
+
+def _conform_column(series: pd.Series, column: dict[str, Any]) -> pd.Series:
+    name, kind, dtype = column["name"], column["type"], column["dtype"]
+    if str(series.dtype) == dtype and kind != "category":
+        return series
+    if kind in ("integer", "number", "boolean"):
+        if kind == "boolean":
+            bad = series.dropna().map(lambda v: not isinstance(v, bool | np.bool_))
+        else:
+            bad = series.dropna().map(_not_a_number)
+        if bad.any():
+            row = bad.idxmax()
+            raise _wrong(name, _a(kind), series, row)
+        if kind == "integer":
+            numbers = pd.to_numeric(series)
+            if series.isna().any():
+                return numbers.astype("float64")
+            if not (numbers == numbers.round()).all():
+                row = (numbers != numbers.round()).idxmax()
+                raise _wrong(name, "an integer", series, row)
+            return numbers.astype(dtype)
+        if kind == "number":
+            return pd.to_numeric(series).astype(dtype)
+        return series.astype(dtype) if not series.isna().any() else series
+    if kind == "string":
+        bad = series.dropna().map(lambda v: not isinstance(v, str))
+        if bad.any():
+            row = bad.idxmax()
+            raise _wrong(name, "text", series, row)
+        return series.astype(object) if dtype == "object" else series.astype(dtype)
+    if kind == "category":
+        allowed = column.get("categories") or []
+        unseen = series.dropna().map(lambda v: v not in allowed)
+        if unseen.any():
+            row = unseen.idxmax()
+            raise SchemaError(
+                f"column {name!r}: {_plain(series[row])!r} in row {row} is not one of the "
+                f"categories seen in training ({_listing(allowed)})",
+                field=str(name),
+            )
+        return pd.Series(pd.Categorical(series, categories=allowed), index=series.index)
+    if kind == "datetime":
+        try:
+            return pd.to_datetime(series).astype(dtype)
+        except (ValueError, TypeError) as error:
+            message = f"column {name!r}: expected a date/time: {error}"
+            raise SchemaError(message, field=str(name)) from None
+    return series
+
+
+_COMPILED: dict[int, tuple[dict[str, Any], pd.Index, list[Any]]] = {}
+
+
+def _compiled(schema: dict[str, Any]) -> tuple[pd.Index, list[Any]]:
+    """The schema's column index and dtypes as pandas objects, built once per schema
+    (comparing them is what keeps ``conform`` cheap for one-row requests)."""
+    cached = _COMPILED.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        columns = schema["columns"]
+        dtypes = []
+        for column in columns:
+            try:
+                if column["type"] == "category":
+                    dtypes.append(pd.CategoricalDtype(column.get("categories")))
+                else:
+                    dtypes.append(pd.api.types.pandas_dtype(column["dtype"]))
+            except TypeError:
+                dtypes.append(None)  # a dtype this pandas does not know: never the fast path
+        cached = (schema, pd.Index([c["name"] for c in columns]), dtypes)
+        _COMPILED[id(schema)] = cached
+    return cached[1], cached[2]
 
 
 def _same_categories(frame: pd.DataFrame, columns: list[dict[str, Any]]) -> bool:
