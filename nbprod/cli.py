@@ -288,7 +288,11 @@ def _configured_scheduler(notebook: Path) -> str | None:
 @main.command()
 @click.argument("notebook", type=click.Path(path_type=Path))
 @click.option("--run", "run_id", required=True, help="Run id, latest, best:METRIC or min:METRIC.")
-@click.option("--version", "version", help="Package version (default from the run's time).")
+@click.option(
+    "--version",
+    "version",
+    help="Package version, PEP 440 (default: 0.YYYYMMDD.HHMMSS+nb<hash>.r<run> from the run).",
+)
 @click.option(
     "--dist",
     type=click.Path(path_type=Path),
@@ -296,8 +300,29 @@ def _configured_scheduler(notebook: Path) -> str | None:
     show_default=True,
     help="Folder to place the sdist and wheel in.",
 )
-def publish(notebook: Path, run_id: str, version: str | None, dist: Path) -> None:
-    """Build the run's package, verify it in a clean venv, then place it in DIST."""
+@click.option(
+    "--repository",
+    metavar="URL_OR_NAME",
+    help="Upload to this index with twine after the checks: an upload URL or a ~/.pypirc name.",
+)
+@click.option(
+    "--index-url",
+    metavar="URL",
+    help="The index's PEP 503 simple URL, when it cannot be derived from --repository.",
+)
+def publish(
+    notebook: Path,
+    run_id: str,
+    version: str | None,
+    dist: Path,
+    repository: str | None,
+    index_url: str | None,
+) -> None:
+    """Build the run's package, verify it in a clean venv, upload it, then place it in DIST.
+
+    Credentials for the upload are twine's: TWINE_USERNAME / TWINE_PASSWORD, ~/.pypirc
+    or keyring. A version already in DIST or on the index is refused.
+    """
     from .publish import publish as publish_run
 
     result = publish_run(
@@ -305,12 +330,16 @@ def publish(notebook: Path, run_id: str, version: str | None, dist: Path) -> Non
         run_id,
         version=version,
         dist=dist,
+        repository=repository,
+        index_url=index_url,
         on_step=lambda name: err.print(f"[cyan]•[/] {escape(name)}"),
     )
     out.print(
         f"[green]published[/] {result.package} {result.version} (run {result.run_id}); "
         f"tests in a clean venv: {escape(result.tests)}"
     )
+    if result.uploaded_to:
+        out.print(f"  uploaded to {result.uploaded_to}", markup=False)
     for file in result.files:
         out.print(f"  {file}", markup=False)
 

@@ -1,44 +1,71 @@
-"""Publish one run as a verified wheel.
+"""Publish one run as a verified wheel: into a dist folder and, optionally, onto an index.
 
-Reads top to bottom: generate the package, build the sdist and wheel with ``build``,
-install the wheel into a clean virtual environment (only its own pinned
-dependencies), run the package's tests there (parity included), and only then place
-the files in the dist folder. A version already in the folder is refused, and any
-failing step stops with its output and leaves the folder untouched.
+Reads top to bottom: generate the package, refuse a version that is already in the dist
+folder or on the index, build the sdist and wheel with ``build``, install the wheel
+into a clean virtual environment (only its own pinned dependencies), run the package's
+tests there (parity included), upload the files with twine, and only then place them
+in the dist folder.
+
+Uploading comes before placing, so the dist folder only ever holds versions that passed
+every step: a failed upload (a wrong password, a refused version) leaves it untouched.
+Credentials are twine's own (``TWINE_USERNAME``/``TWINE_PASSWORD``, ``~/.pypirc``,
+keyring); nbprod never prints them, and scrubs the password from any output it shows.
 """
 
 from __future__ import annotations
 
+import html.parser
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from http.client import HTTPMessage
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .exceptions import NbprodError, OutputExists
+from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+
+from .exceptions import NbprodError, OutputExists, UsageError
 from .extract import extract
 
 Step = Callable[[str], None]
+
+_UNCHANGED = "the dist folder was not changed"
+_CREDENTIALS = "TWINE_USERNAME/TWINE_PASSWORD, ~/.pypirc or keyring"
 
 
 class PublishFailed(NbprodError):
     """A publishing step failed; ``output`` holds what the step printed."""
 
-    def __init__(self, step: str, output: str) -> None:
+    def __init__(self, step: str, output: str, hint: str | None = None) -> None:
         self.step = step
         self.output = output
-        tail = "\n".join(output.strip().splitlines()[-40:])
+        tail = "\n".join(line.rstrip() for line in output.strip().splitlines()[-40:])
         super().__init__(
             f"publishing stopped at step '{step}':\n{tail}",
-            "fix the cause above; the dist folder was not changed",
+            hint or f"fix the cause above; {_UNCHANGED}",
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.step, self.output))
+        return (type(self), (self.step, self.output, self.hint))
+
+
+@dataclass(frozen=True)
+class Index:
+    """A package index to upload to: twine's arguments and the simple index to check."""
+
+    upload: str  # the upload URL, shown in steps and messages
+    simple: str  # the PEP 503 simple index (ends with "/")
+    twine_args: tuple[str, ...]  # ("--repository-url", URL) or ("--repository", NAME)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -48,6 +75,7 @@ class Published:
     run_id: str
     files: list[Path] = field(default_factory=list)
     tests: str = ""
+    uploaded_to: str | None = None
 
 
 def publish(
@@ -56,11 +84,22 @@ def publish(
     *,
     version: str | None = None,
     dist: str | Path = "dist",
+    repository: str | None = None,
+    index_url: str | None = None,
     on_step: Step | None = None,
 ) -> Published:
-    """Generate, build, verify in a clean venv and place the package of ``run`` in ``dist``."""
+    """Generate, build, verify in a clean venv, upload to ``repository`` (when given) and
+    place the package of ``run`` in ``dist``.
+
+    ``repository`` is an upload URL or a repository name from ``~/.pypirc``; ``index_url``
+    is its PEP 503 simple index when it cannot be derived from the upload URL.
+    """
     step = on_step or (lambda name: None)
     dist = Path(dist).resolve()
+    version = _valid_version(version)
+    if index_url and not repository:
+        raise UsageError("--index-url is only used with --repository", "add --repository")
+    index = resolve_index(repository, index_url) if repository else None
     with tempfile.TemporaryDirectory(prefix="nbprod-publish-") as scratch:
         work = Path(scratch)
         step("generate the package")
@@ -68,7 +107,11 @@ def publish(
         project = extracted.path
         version = _version_of(project)
         distribution = extracted.package.replace("_", "-")
-        _refuse_existing(dist, extracted.package, version)
+        _refuse_in_dist(dist, distribution, version)
+        if index:
+            checking = f"check that {distribution} {version} is new on {index.simple}"
+            step(checking)
+            _refuse_on_index(checking, index, distribution, version)
         step("build sdist and wheel")
         built = work / "built"
         _run(
@@ -95,9 +138,85 @@ def publish(
             [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
             cwd=checks,
         )
+        files = sorted(built.iterdir())
+        if index:
+            step(f"upload to {index.upload}")
+            _upload(index, files, version)
         step(f"place the files in {dist}")
-        files = _place(sorted(built.iterdir()), dist)
-    return Published(distribution, version, extracted.run_id, files, tests.strip().splitlines()[-1])
+        placed = _place(files, dist)
+    return Published(
+        distribution,
+        version,
+        extracted.run_id,
+        placed,
+        tests.strip().splitlines()[-1],
+        index.upload if index else None,
+    )
+
+
+def resolve_index(repository: str, index_url: str | None = None) -> Index:
+    """The index behind ``repository``: an upload URL, or a name twine finds in ~/.pypirc."""
+    import twine.exceptions
+    import twine.utils
+
+    username = password = None
+    if "://" in repository:
+        if urlsplit(repository).password is not None:
+            raise UsageError(
+                "the repository URL holds a password",
+                f"remove it from the URL and give the credentials through {_CREDENTIALS}",
+            )
+        upload, args = repository, ("--repository-url", repository)
+    else:
+        try:
+            config = twine.utils.get_repository_from_config(
+                twine.utils.DEFAULT_CONFIG_FILE, repository
+            )
+        except twine.exceptions.InvalidConfiguration as error:
+            raise UsageError(
+                f"cannot use repository {repository!r}: {str(error).splitlines()[0]}",
+                "pass the upload URL, or add the repository to ~/.pypirc",
+            ) from None
+        upload, args = str(config["repository"]), ("--repository", repository)
+        username, password = config.get("username"), config.get("password")
+    # Same precedence as twine: the environment before ~/.pypirc.
+    username = os.environ.get("TWINE_USERNAME") or username
+    password = os.environ.get("TWINE_PASSWORD") or password
+    simple = index_url or simple_index(upload)
+    return Index(upload, simple.rstrip("/") + "/", args, username, password)
+
+
+def simple_index(upload_url: str) -> str:
+    """The PEP 503 simple index beside an upload URL of a known shape.
+
+    Warehouse (PyPI, TestPyPI) uploads to ``https://upload.pypi.org/legacy/`` and serves
+    ``https://pypi.org/simple/``; pypiserver uploads to its root and serves ``/simple/``.
+    Other servers lay out their URLs in their own ways: they need ``--index-url``.
+    """
+    parts = urlsplit(upload_url)
+    head, _, last = parts.path.rstrip("/").rpartition("/")
+    if last == "legacy":
+        host = parts.netloc.removeprefix("upload.")
+        return urlunsplit((parts.scheme, host, f"{head}/simple/", "", ""))
+    if not parts.path.strip("/"):
+        return urlunsplit((parts.scheme, parts.netloc, "/simple/", "", ""))
+    raise UsageError(
+        f"cannot tell the simple index of {upload_url}",
+        "pass --index-url with the index's PEP 503 simple URL (the one pip's --index-url takes)",
+    )
+
+
+def _valid_version(version: str | None) -> str | None:
+    """A user's version, checked and normalised as build and the indexes will read it."""
+    if version is None:
+        return None
+    try:
+        return str(Version(version))
+    except InvalidVersion:
+        raise UsageError(
+            f"--version {version!r} is not a valid version (PEP 440)",
+            "use a version like 1.2.0, 2.0.0rc1 or 0.20261123.1",
+        ) from None
 
 
 def _version_of(project: Path) -> str:
@@ -107,29 +226,149 @@ def _version_of(project: Path) -> str:
     return str(data["project"]["version"])
 
 
-def _refuse_existing(dist: Path, package: str, version: str) -> None:
-    """A published version is never overwritten (wheel and sdist names normalise ``-``)."""
-    stem = f"{package}-{version}"
-    if dist.is_dir() and any(
-        p.name.startswith((f"{stem}-", f"{stem}.tar")) for p in dist.iterdir()
+def _refuse_in_dist(dist: Path, distribution: str, version: str) -> None:
+    """A published version is never overwritten."""
+    if dist.is_dir() and Version(version) in _releases(
+        (p.name for p in dist.iterdir()), distribution
     ):
         raise OutputExists(
-            f"{package} {version} is already in {dist}",
-            "a published version is never overwritten: pass another --version",
+            f"{distribution} {version} is already in {dist}",
+            "a published version is never overwritten: pass --version with a new version",
         )
 
 
-def _run(step: str, command: list[str], cwd: Path | None = None) -> str:
-    result = subprocess.run(
-        command,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONNOUSERSITE": "1"},
+def _refuse_on_index(step: str, index: Index, distribution: str, version: str) -> None:
+    """Ask the index's simple page before anything is built: 404 means a new project."""
+    page = f"{index.simple}{canonicalize_name(distribution)}/"
+    passwords = urllib.request.HTTPPasswordMgrWithDefaultRealm()
+    if index.username and index.password:
+        # Sent only if the index asks (401), as twine's credentials for the same index.
+        passwords.add_password(None, index.simple, index.username, index.password)
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPBasicAuthHandler(passwords), _SameHostRedirects()
     )
+    request = urllib.request.Request(page, headers={"Accept": "text/html"})
+    try:
+        with opener.open(request, timeout=60) as response:
+            text = response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as error:
+        if error.code == 404 or 300 <= error.code < 400:
+            return
+        raise PublishFailed(
+            step,
+            f"{page} answered HTTP {error.code} {error.reason}",
+            f"check the index URL and the credentials ({_CREDENTIALS}), or pass --index-url; "
+            f"{_UNCHANGED}",
+        ) from None
+    except OSError as error:  # URLError, timeouts, refused connections
+        raise PublishFailed(
+            step,
+            f"could not read {page}: {getattr(error, 'reason', error)}",
+            f"check that the index is reachable, or pass --index-url; {_UNCHANGED}",
+        ) from None
+    links = _Links()
+    links.feed(text)
+    if Version(version) in _releases(links.files, distribution):
+        raise OutputExists(
+            f"{distribution} {version} is already on the index {page}",
+            "a published version is never overwritten: pass --version with a new version",
+        )
+
+
+class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects within the index only: pypiserver redirects a project it does not
+    hold to PyPI, whose answer says nothing about this index."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if urlsplit(newurl).netloc != urlsplit(req.full_url).netloc:
+            return None  # urllib then raises HTTPError with the redirect's code
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+class _Links(html.parser.HTMLParser):
+    """File names of a PEP 503 project page: the last path part of each link."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.files: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        href = dict(attrs).get("href")
+        if tag == "a" and href:
+            self.files.append(unquote(urlsplit(href).path.rsplit("/", 1)[-1]))
+
+
+def _releases(files: Iterable[str], distribution: str) -> set[Version]:
+    """The versions of ``distribution`` among wheel and sdist file names."""
+    wanted = canonicalize_name(distribution)
+    found: set[Version] = set()
+    for file in files:
+        try:
+            if file.endswith(".whl"):
+                name, version, _, _ = parse_wheel_filename(file)
+            elif file.endswith((".tar.gz", ".zip")):
+                name, version = parse_sdist_filename(file)
+            else:
+                continue
+        except ValueError:  # not a distribution file name
+            continue
+        if name == wanted:
+            found.add(version)
+    return found
+
+
+def _upload(index: Index, files: list[Path], version: str) -> None:
+    """twine upload, never prompting; PyPI's refusal of a local version gets its own fix."""
+    step = f"upload to {index.upload}"
+    command = [sys.executable, "-m", "twine", "--no-color", "upload", "--non-interactive"]
+    command += ["--disable-progress-bar", *index.twine_args, *map(str, files)]
+    try:
+        _run(step, command, credentials=True, secrets=[index.password])
+    except PublishFailed as failed:
+        parsed = Version(version)
+        if parsed.local and "local version" in failed.output.lower():
+            hint = (
+                f"this index refuses local versions like {version}: pass --version with a "
+                f"public one, e.g. {parsed.public}; {_UNCHANGED}"
+            )
+        else:
+            hint = f"fix the cause above (credentials come from {_CREDENTIALS}); {_UNCHANGED}"
+        raise PublishFailed(failed.step, failed.output, hint) from None
+
+
+def _run(
+    step: str,
+    command: list[str],
+    cwd: Path | None = None,
+    *,
+    credentials: bool = False,
+    secrets: Iterable[str | None] = (),
+) -> str:
+    """Run one step; only the upload (``credentials``) sees twine's password."""
+    env = {**os.environ, "PYTHONNOUSERSITE": "1"}
+    if not credentials:
+        env.pop("TWINE_PASSWORD", None)
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env)
+    hidden = [os.environ.get("TWINE_PASSWORD"), *secrets]
     if result.returncode != 0:
-        raise PublishFailed(step, result.stdout + result.stderr)
-    return result.stdout
+        raise PublishFailed(step, _scrub(result.stdout + result.stderr, hidden))
+    return _scrub(result.stdout, hidden)
+
+
+def _scrub(text: str, secrets: Iterable[str | None]) -> str:
+    """Twine never prints a password; make sure no output nbprod shows can either."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "********")
+    return text
 
 
 def _clean_venv(folder: Path, requirement: str) -> Path:
