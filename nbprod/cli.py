@@ -323,23 +323,28 @@ def publish(
     Credentials for the upload are twine's: TWINE_USERNAME / TWINE_PASSWORD, ~/.pypirc
     or keyring. A version already in DIST or on the index is refused.
     """
+    from .exceptions import UsageError
     from .publish import publish as publish_run
+    from .targets import target
 
+    if index_url and not repository:
+        raise UsageError("--index-url is only used with --repository", "add --repository")
+    targets = [target("folder", dist=dist)]
+    if repository:
+        targets.append(target("index", repository=repository, index_url=index_url))
     result = publish_run(
         notebook,
         run_id,
         version=version,
-        dist=dist,
-        repository=repository,
-        index_url=index_url,
+        targets=targets,
         on_step=lambda name: err.print(f"[cyan]•[/] {escape(name)}"),
     )
     out.print(
         f"[green]published[/] {result.package} {result.version} (run {result.run_id}); "
         f"tests in a clean venv: {escape(result.tests)}"
     )
-    if result.uploaded_to:
-        out.print(f"  uploaded to {result.uploaded_to}", markup=False)
+    for where in result.uploaded_to:
+        out.print(f"  uploaded to {where}", markup=False)
     for file in result.files:
         out.print(f"  {file}", markup=False)
 

@@ -28,8 +28,10 @@ import pytest
 from nbbuild import SMALL, write_notebook
 from tools import BIN, UV_CACHE, make_venv, nbprod
 
-from nbprod.exceptions import UsageError
-from nbprod.publish import Index, PublishFailed, _run, _upload, simple_index
+from nbprod.exceptions import OutputExists, UsageError
+from nbprod.index import Index, simple_index
+from nbprod.publish import publish
+from nbprod.targets import PublishFailed, run_step, target
 
 USER = "publisher"
 PASSWORD = "correct-horse-7f3k"
@@ -291,10 +293,10 @@ def test_no_shown_output_holds_the_password(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("TWINE_PASSWORD", "s3cret-hunter2")
     echo = [sys.executable, "-c", "import os; print(os.environ.get('TWINE_PASSWORD'))"]
     # Only the upload step sees the password at all...
-    assert _run("build", echo).strip() == "None"
+    assert run_step("build", echo).strip() == "None"
     # ...and whatever a step prints, the password never reaches an error message.
     with pytest.raises(PublishFailed) as raised:
-        _run("upload", [*echo[:2], echo[2] + "; exit(1)"], credentials=True)
+        run_step("upload", [*echo[:2], echo[2] + "; exit(1)"], credentials=True)
     assert "s3cret-hunter2" not in str(raised.value)
     assert "********" in raised.value.output
 
@@ -317,14 +319,71 @@ def test_a_refused_local_version_says_to_pass_a_version(uploaded: Upload) -> Non
     with ThreadingHTTPServer(("127.0.0.1", 0), Warehouse) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{server.server_address[1]}/legacy/"
-        target = Index(url, simple_index(url), ("--repository-url", url), USER, PASSWORD)
+        warehouse = Index(url, simple_index(url), ("--repository-url", url), USER, PASSWORD)
         with pytest.MonkeyPatch.context() as env:
             env.setenv("TWINE_USERNAME", USER)
             env.setenv("TWINE_PASSWORD", PASSWORD)
             with pytest.raises(PublishFailed) as raised:
-                _upload(target, sorted(uploaded.dist.iterdir()), uploaded.version)
+                warehouse.deliver(sorted(uploaded.dist.iterdir()), uploaded.version)
         server.shutdown()
     public = uploaded.version.split("+")[0]
     assert raised.value.step == f"upload to {url}"
     assert raised.value.hint is not None
     assert f"pass --version with a public one, e.g. {public}" in raised.value.hint
+
+
+SHELF = """
+from nbprod.exceptions import OutputExists
+
+
+class Shelf:
+    name = "shelf"
+
+    def __init__(self, holds):
+        self.holds = holds
+
+    def describe(self):
+        return "put the files on the shelf"
+
+    def refuse_existing(self, distribution, version, step):
+        step(f"look for {distribution} {version} on the shelf")
+        if version == self.holds:
+            raise OutputExists(f"{distribution} {version} is already on the shelf")
+
+    def deliver(self, files, version):
+        return "the shelf"
+"""
+
+
+@pytest.mark.slow
+def test_a_plugin_target_comes_from_its_entry_point_and_refuses_before_building(
+    notebook: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """A third-party package registers a target in the ``nbprod.publish_targets`` group."""
+    plugin = tmp_path / "site"
+    info = plugin / "nbprod_shelf-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: nbprod-shelf\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[nbprod.publish_targets]\nshelf = nbprod_shelf:Shelf\n")
+    (plugin / "nbprod_shelf.py").write_text(SHELF)
+    monkeypatch.syspath_prepend(plugin)
+    request.addfinalizer(lambda: sys.modules.pop("nbprod_shelf", None))
+
+    shelf = target("shelf", holds="3.0")
+    assert type(shelf).__module__ == "nbprod_shelf" and shelf.name == "shelf"
+    steps: list[str] = []
+    dist = tmp_path / "dist"
+    with pytest.raises(OutputExists, match=re.escape("tiny 3.0 is already on the shelf")):
+        publish(
+            notebook,
+            "latest",
+            version="3.0",
+            targets=[target("folder", dist=dist), shelf],
+            on_step=steps.append,
+        )
+    assert steps == ["generate the package", "look for tiny 3.0 on the shelf"]
+    assert not dist.exists()
+
+    with pytest.raises(UsageError, match="unknown publish target 'nowhere'") as raised:
+        target("nowhere")
+    assert "choose one of: folder, index, shelf" in str(raised.value)
