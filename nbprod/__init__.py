@@ -17,3 +17,8 @@ def log_metric(name: str, value: float) -> float:
     if recorder is not None:
         recorder.log_metric(name, value)
     return value
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where JupyterLab finds the prebuilt extension (``jupyter labextension develop .``)."""
+    return [{"src": "labextension", "dest": "nbprod"}]

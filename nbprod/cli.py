@@ -1,15 +1,18 @@
 """The ``nbprod`` command line: parses arguments, calls the library, prints results.
 
 The one place where errors become exit codes: 0 success, 1 problems found or a run
-failed, 2 usage or file errors. Tracebacks are shown only with ``--debug``.
+failed, 2 usage or file errors. Tracebacks are shown only with ``--debug``. With
+``--json`` an error is also printed on stdout as ``{"error": {...}}`` for programs
+(background jobs read it).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -17,7 +20,7 @@ from rich.markup import escape
 
 from . import __version__
 from .analysis import Analysis, Problem, analyze
-from .exceptions import Cancelled, ExecutionFailed, NbprodError, RunNotFound
+from .exceptions import Cancelled, ExecutionFailed, NbprodError
 from .notebook import load_notebook
 
 # Piped output is read by people and scripts alike: do not cut tables at 80 columns.
@@ -32,8 +35,24 @@ class NbprodGroup(click.Group):
         except NbprodError as error:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
+            if ctx.obj and ctx.obj.get("json"):
+                click.echo(json.dumps({"error": error.to_json()}, default=str))
             err.print(f"[bold red]error:[/] {escape(str(error))}")
             ctx.exit(error.exit_code)
+
+
+def _remember_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.ensure_object(dict)["json"] = True
+    return value
+
+
+Decorated = TypeVar("Decorated", bound=Callable[..., Any])
+
+
+def json_flag(help: str) -> Callable[[Decorated], Decorated]:
+    """``--json``: the result as JSON on stdout, and errors too (see NbprodGroup)."""
+    return click.option("--json", "as_json", is_flag=True, help=help, callback=_remember_json)
 
 
 @click.group(cls=NbprodGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,7 +66,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 @main.command()
 @click.argument("notebook", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON.")
+@json_flag("Print the analysis as JSON.")
 def check(notebook: Path, as_json: bool) -> None:
     """Check the tagged cells statically (no code is run)."""
     analysis = analyze(load_notebook(notebook))
@@ -123,7 +142,11 @@ def _print_problem(problem: Problem, prefix: str) -> None:
 @click.option("--kernel", help="Kernel name (default: this Python).")
 @click.option("--timeout", type=float, help="Seconds a run may take.")
 @click.option("--store", help="Run store path (default: .nbprod/runs.db beside the notebook).")
-@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+@click.option(
+    "--sweep-id",
+    help="Record the runs under this sweep id (makes it a sweep, even of one run).",
+)
+@json_flag("Print the runs as JSON.")
 def run(
     notebook: Path,
     params: tuple[str, ...],
@@ -136,6 +159,7 @@ def run(
     kernel: str | None,
     timeout: float | None,
     store: str | None,
+    sweep_id: str | None,
     as_json: bool,
 ) -> None:
     """Execute the notebook with papermill: once, or as a sweep over parameter values."""
@@ -147,7 +171,7 @@ def run(
     sweep_axes = [(name, values) for name, values in axes if len(values) > 1]
     sets = read_grid(grid) if grid else [{}]
     sets = [{**s, **g} for s in sets for g in (expand(sweep_axes) if sweep_axes else [{}])]
-    is_sweep = len(sets) > 1 or grid is not None or executor_name != "local" or workers
+    is_sweep = len(sets) > 1 or grid is not None or executor_name != "local" or workers or sweep_id
     if not is_sweep:
         _single_run(notebook, {**base, **single, **sets[0]}, kernel, timeout, store, as_json)
         return
@@ -157,7 +181,16 @@ def run(
     elif executor_name == "dask":
         options["scheduler"] = scheduler or _configured_scheduler(notebook)
     _sweep(
-        notebook, sets, {**base, **single}, kernel, timeout, store, as_json, executor_name, options
+        notebook,
+        sets,
+        {**base, **single},
+        kernel,
+        timeout,
+        store,
+        as_json,
+        executor_name,
+        options,
+        sweep_id,
     )
 
 
@@ -231,13 +264,17 @@ def _sweep(
     as_json: bool,
     executor_name: str,
     options: dict[str, Any],
+    sweep_id: str | None,
 ) -> None:
-    from .display import SweepProgress, first_metric, runs_table
+    from .display import SweepProgress, runs_table
     from .executors import executor
     from .runs import run_dir
+    from .store import first_metric
     from .sweep import plan, run_sweep
 
-    specs = plan(notebook, sets, base=base, kernel=kernel, timeout=timeout, store=store)
+    specs = plan(
+        notebook, sets, base=base, kernel=kernel, timeout=timeout, store=store, sweep_id=sweep_id
+    )
     chosen = executor(executor_name, **options)
     show = not as_json and err.is_terminal
     progress = SweepProgress(err, len(specs))
@@ -310,6 +347,7 @@ def _configured_scheduler(notebook: Path) -> str | None:
     metavar="URL",
     help="The index's PEP 503 simple URL, when it cannot be derived from --repository.",
 )
+@json_flag("Print the result as JSON (the steps still go to stderr).")
 def publish(
     notebook: Path,
     run_id: str,
@@ -317,12 +355,15 @@ def publish(
     dist: Path,
     repository: str | None,
     index_url: str | None,
+    as_json: bool,
 ) -> None:
     """Build the run's package, verify it in a clean venv, upload it, then place it in DIST.
 
     Credentials for the upload are twine's: TWINE_USERNAME / TWINE_PASSWORD, ~/.pypirc
     or keyring. A version already in DIST or on the index is refused.
     """
+    from dataclasses import asdict
+
     from .exceptions import UsageError
     from .publish import publish as publish_run
     from .targets import target
@@ -339,6 +380,9 @@ def publish(
         targets=targets,
         on_step=lambda name: err.print(f"[cyan]•[/] {escape(name)}"),
     )
+    if as_json:
+        click.echo(json.dumps({**asdict(result), "files": [str(f) for f in result.files]}))
+        return
     out.print(
         f"[green]published[/] {result.package} {result.version} (run {result.run_id}); "
         f"tests in a clean venv: {escape(result.tests)}"
@@ -364,12 +408,9 @@ def runs() -> None:
 
 
 def _store_for(notebook: Path | None, store: str | None) -> Any:
-    from .store import RunStore, store_path
+    from .store import existing_store
 
-    path = store_path(notebook if notebook else Path.cwd() / "notebook.ipynb", store)
-    if not path.is_file():
-        raise RunNotFound(f"no run store at {path}", "run a notebook first: nbprod run NOTEBOOK")
-    return RunStore(path)
+    return existing_store(notebook, store)
 
 
 @runs.command("list")
@@ -377,7 +418,7 @@ def _store_for(notebook: Path | None, store: str | None) -> Any:
 @click.option("--sort", "metric", help="Sort by this metric (best first).")
 @click.option("--sweep", "sweep_id", help="Only the runs of this sweep.")
 @click.option("--store", help="Run store path.")
-@click.option("--json", "as_json", is_flag=True)
+@json_flag("Print the runs as JSON.")
 def runs_list(
     notebook: Path | None,
     metric: str | None,
@@ -386,7 +427,8 @@ def runs_list(
     as_json: bool,
 ) -> None:
     """List the runs (of NOTEBOOK, or every run in the store)."""
-    from .display import first_metric, runs_table, sort_runs
+    from .display import runs_table
+    from .store import first_metric, sort_runs
 
     path = notebook.resolve() if notebook else None
     records = _store_for(notebook, store).runs(path, sweep_id=sweep_id)
@@ -401,7 +443,7 @@ def runs_list(
 @click.argument("run_id")
 @click.option("--notebook", type=click.Path(path_type=Path), help="Notebook whose store to read.")
 @click.option("--store", help="Run store path.")
-@click.option("--json", "as_json", is_flag=True)
+@json_flag("Print the run as JSON.")
 def runs_show(run_id: str, notebook: Path | None, store: str | None, as_json: bool) -> None:
     """Show one run (an id, latest, best:METRIC or min:METRIC)."""
     run_store = _store_for(notebook, store)
@@ -421,7 +463,7 @@ def runs_show(run_id: str, notebook: Path | None, store: str | None, as_json: bo
 @click.argument("run_ids", nargs=-1, required=True)
 @click.option("--notebook", type=click.Path(path_type=Path), help="Notebook whose store to read.")
 @click.option("--store", help="Run store path.")
-@click.option("--json", "as_json", is_flag=True)
+@json_flag("Print the runs as JSON.")
 def runs_compare(
     run_ids: tuple[str, ...], notebook: Path | None, store: str | None, as_json: bool
 ) -> None:
@@ -430,7 +472,7 @@ def runs_compare(
 
     run_store = _store_for(notebook, store)
     path = notebook.resolve() if notebook else None
-    records = [run_store.select(run_id, path) for run_id in run_ids]
+    records = run_store.compare(list(run_ids), path)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in records], default=str))
         return

@@ -12,30 +12,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .runs import RunRecord
+from .store import sort_runs
 from .sweep import RunEvent
-
-_LOWER_IS_BETTER = ("loss", "error", "rmse", "mae", "mse", "logloss")
-
-
-def lower_is_better(metric: str) -> bool:
-    return any(word in metric.lower() for word in _LOWER_IS_BETTER)
-
-
-def sort_runs(records: list[RunRecord], metric: str | None) -> list[RunRecord]:
-    """Runs with the metric first, best first; then the rest in start order."""
-    if not metric:
-        return sorted(records, key=lambda r: r.started)
-    scored = [r for r in records if metric in r.metrics]
-    rest = sorted((r for r in records if metric not in r.metrics), key=lambda r: r.started)
-    scored.sort(key=lambda r: r.metrics[metric], reverse=not lower_is_better(metric))
-    return scored + rest
-
-
-def first_metric(records: list[RunRecord]) -> str | None:
-    for record in records:
-        if record.metrics:
-            return next(iter(record.metrics))
-    return None
 
 
 def runs_table(records: list[RunRecord], metric: str | None = None, title: str = "") -> Table:

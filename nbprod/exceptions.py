@@ -27,6 +27,10 @@ class NbprodError(Exception):
     def __reduce__(self) -> tuple[type[NbprodError], tuple[str, str | None]]:
         return (type(self), (self.message, self.hint))
 
+    def to_json(self) -> dict[str, Any]:
+        """The error as plain data, for ``--json`` output, the server and the jobs."""
+        return {"type": type(self).__name__, "message": self.message, "hint": self.hint}
+
 
 class UsageError(NbprodError):
     """The command was asked for something it cannot do (bad option, unknown name)."""
@@ -66,6 +70,15 @@ class CellError(NbprodError):
     def __str__(self) -> str:
         text = f"{self.location}: {self.message}"
         return text if not self.hint else f"{text}\n  fix: {self.hint}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **super().to_json(),
+            "cell": self.cell,
+            "role": self.role,
+            "line": self.line,
+            "name": self.name,
+        }
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_cell_error, (type(self), self.message, self.hint, self.__dict__))
@@ -114,6 +127,10 @@ class ArtifactError(NbprodError):
 
 class OutputExists(UsageError):
     """The output folder exists and ``--force`` was not given."""
+
+
+class JobNotFound(UsageError):
+    """No background job with the given id is known."""
 
 
 class Cancelled(BaseException):

@@ -88,6 +88,13 @@ def load_notebook(path: str | Path) -> Notebook:
             f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})",
             "a notebook is a JSON file; was it saved completely, or merged with conflict markers?",
         ) from error
+    return notebook_from_json(raw, path)
+
+
+def notebook_from_json(raw: Any, path: str | Path) -> Notebook:
+    """A notebook from its decoded JSON, e.g. unsaved content an editor sends; ``path``
+    is where it lives (or will), which names the package and places its runs."""
+    path = Path(path)
     node = parse_notebook(raw, str(path))
     return Notebook(path=path.resolve(), node=node, cells=_cells(node), settings=_settings(node))
 

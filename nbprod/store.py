@@ -46,6 +46,7 @@ CREATE INDEX IF NOT EXISTS runs_by_notebook ON runs (notebook, started);
 CREATE INDEX IF NOT EXISTS runs_by_sweep ON runs (sweep_id);
 """
 _ADDED_COLUMNS = ("kernel_start",)
+_LOWER_IS_BETTER = ("loss", "error", "rmse", "mae", "mse", "logloss")
 _SELECTOR = re.compile(r"^(best|max|min):([A-Za-z_][A-Za-z0-9_.\-]*)$")
 _JSON_FIELDS = ("parameters", "metrics", "artifacts", "error", "notes")
 
@@ -62,6 +63,14 @@ def store_path(notebook: Path, configured: str | os.PathLike[str] | None = None)
         text = str(chosen)
         return Path(text.removeprefix("sqlite:///")) if text.startswith("sqlite:") else Path(text)
     return notebook.parent / STORE_DIR / DATABASE
+
+
+def existing_store(notebook: Path | None, configured: str | None = None) -> RunStore:
+    """The store of ``notebook`` (or of the current folder); RunNotFound if none exists yet."""
+    path = store_path(notebook if notebook else Path.cwd() / "notebook.ipynb", configured)
+    if not path.is_file():
+        raise RunNotFound(f"no run store at {path}", "run a notebook first: nbprod run NOTEBOOK")
+    return RunStore(path)
 
 
 class RunStore:
@@ -186,6 +195,31 @@ class RunStore:
                 f"bad run selector {selector!r}", "use a run id, latest, best:METRIC or min:METRIC"
             )
         return self.get(selector)
+
+    def compare(self, selectors: list[str], notebook: Path | None = None) -> list[RunRecord]:
+        """The runs ``selectors`` name, in that order (``nbprod runs compare``)."""
+        return [self.select(selector, notebook) for selector in selectors]
+
+
+def lower_is_better(metric: str) -> bool:
+    return any(word in metric.lower() for word in _LOWER_IS_BETTER)
+
+
+def sort_runs(records: list[RunRecord], metric: str | None) -> list[RunRecord]:
+    """Runs with the metric first, best first; then the rest in start order."""
+    if not metric:
+        return sorted(records, key=lambda r: r.started)
+    scored = [r for r in records if metric in r.metrics]
+    rest = sorted((r for r in records if metric not in r.metrics), key=lambda r: r.started)
+    scored.sort(key=lambda r: r.metrics[metric], reverse=not lower_is_better(metric))
+    return scored + rest
+
+
+def first_metric(records: list[RunRecord]) -> str | None:
+    for record in records:
+        if record.metrics:
+            return next(iter(record.metrics))
+    return None
 
 
 def _record(row: sqlite3.Row) -> RunRecord:

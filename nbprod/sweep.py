@@ -127,6 +127,10 @@ def read_grid(path: Path) -> Grid:
     )
 
 
+def new_sweep_id() -> str:
+    return f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
 def plan(
     notebook_path: str | Path,
     grid: Grid,
@@ -135,16 +139,18 @@ def plan(
     kernel: str | None = None,
     timeout: float | None = None,
     store: str | None = None,
+    sweep_id: str | None = None,
 ) -> list[RunSpec]:
     """Check the notebook once and turn each parameter set into a run spec.
 
-    Unknown parameter names are refused here, before any kernel starts.
+    Unknown parameter names are refused here, before any kernel starts. ``sweep_id``
+    lets a caller that watches the store (a background job) know the sweep's id first.
     """
     notebook = load_notebook(notebook_path)
     analysis = analyze(notebook)
     if not analysis.ok:
         raise CheckFailed([str(p) for p in analysis.errors])
-    sweep_id = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    sweep_id = sweep_id or new_sweep_id()
     specs = []
     for values in grid or [{}]:
         merged = {**(base or {}), **values}

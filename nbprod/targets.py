@@ -60,6 +60,9 @@ class PublishFailed(NbprodError):
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.step, self.output, self.hint))
 
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "step": self.step, "output": self.output}
+
 
 def run_step(
     step: str,
