@@ -35,6 +35,7 @@ class Published:
     files: list[Path] = field(default_factory=list)  # as placed in the dist folder
     tests: str = ""
     uploaded_to: list[str] = field(default_factory=list)  # where the other targets took them
+    model_card: str = ""  # the package's README: what the wheel says about the model
 
 
 def publish(
@@ -109,6 +110,7 @@ def publish(
         [folder.path / file.name for folder in folders for file in files],
         tests.strip().splitlines()[-1],
         uploaded,
+        (project / "README.md").read_text(encoding="utf-8"),
     )
 
 

@@ -188,8 +188,11 @@ class RunStore:
                     f"no successful run recorded the metric {metric!r}",
                     f"known metrics: {', '.join(known)}" if known else "no run recorded metrics",
                 )
-            pick = min if kind == "min" else max
-            return pick(scored, key=lambda r: (r.metrics[metric], -r.started))
+            lowest = kind == "min" or (kind == "best" and lower_is_better(metric))
+            # among equal scores, the newest run wins (the notebook as it is now)
+            if lowest:
+                return min(scored, key=lambda r: (r.metrics[metric], -r.started))
+            return max(scored, key=lambda r: (r.metrics[metric], r.started))
         if ":" in selector:
             raise UsageError(
                 f"bad run selector {selector!r}", "use a run id, latest, best:METRIC or min:METRIC"

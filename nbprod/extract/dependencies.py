@@ -14,12 +14,18 @@ EXACT = frozenset({"scikit-learn", "skops"})
 # What every generated package needs whatever the notebook imports.
 BASE = ("numpy", "pandas", "skops")
 TEST_ONLY = ("pyarrow",)
+# `<pkg> serve` (the extra "serve") and Parquet batch files (the extra "parquet").
+SERVE = ("starlette>=0.37", "uvicorn>=0.30")
+HTTP_TESTS = ("httpx>=0.27",)
 # Distributions that are part of the notebook tool chain, never of a model's runtime.
 NOTEBOOK_ONLY = frozenset({"ipython", "ipykernel", "matplotlib-inline", "nbprod", "papermill"})
 
 
 def pins(environment: dict[str, Any], used_modules: set[str]) -> tuple[list[str], list[str]]:
-    """(runtime requirements, test requirements) for the modules the code imports."""
+    """(runtime requirements, test requirements) for the modules the code imports.
+
+    The tests need Parquet (recorded values) and the HTTP app with its test client.
+    """
     packages: dict[str, str] = environment.get("packages", {})
     modules = set(environment.get("modules", []))
     runtime: dict[str, str] = {}
@@ -32,8 +38,12 @@ def pins(environment: dict[str, Any], used_modules: set[str]) -> tuple[list[str]
                 continue
             version = packages.get(distribution)
             runtime[distribution.lower()] = _pin(distribution, version)
-    tests = [_pin(d, packages.get(d)) for d in TEST_ONLY] + ["pytest>=7"]
+    tests = [_pin(d, packages.get(d)) for d in TEST_ONLY] + [*SERVE, *HTTP_TESTS, "pytest>=7"]
     return sorted(runtime.values(), key=str.lower), tests
+
+
+def parquet_pin(environment: dict[str, Any]) -> str:
+    return _pin("pyarrow", environment.get("packages", {}).get("pyarrow"))
 
 
 def _pin(distribution: str, version: str | None) -> str:

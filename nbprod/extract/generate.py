@@ -27,7 +27,7 @@ from ..instrument import runtime_source
 from ..notebook import Notebook, load_notebook
 from ..runs import RunRecord, load_record
 from .code import PipelineCode, indent, pipeline_code
-from .dependencies import pins
+from .dependencies import SERVE, parquet_pin, pins
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("nbprod.extract", "templates"),
@@ -148,6 +148,7 @@ def _render(
     version = version or default_version(record)
     context = _context(notebook, analysis, record, code, version, environment)
     context.update(requirements=requirements, test_requirements=test_requirements)
+    context.update(serve_requirements=SERVE, parquet_requirement=parquet_pin(environment))
     context["parity_calls"] = len(parity["calls"])
     context["schema"] = schema
     context["data"] = data
@@ -162,9 +163,12 @@ def _render(
         source / "__init__.py": "__init__.py.j2",
         source / "__main__.py": "__main__.py.j2",
         source / "cli.py": "cli.py.j2",
+        source / "batch.py": "batch.py.j2",
+        source / "server.py": "server.py.j2",
         source / "config.py": "config.py.j2",
         tests / "test_parity.py": "test_parity.py.j2",
         tests / "test_notebook.py": "test_notebook.py.j2",
+        tests / "test_http.py": "test_http.py.j2",
     }
     for path, template in files.items():
         path.write_text(_TEMPLATES.get_template(template).render(**context), encoding="utf-8")
