@@ -103,6 +103,7 @@ def publish(
         for folder in folders:
             step(folder.describe())
             folder.deliver(files, version)
+        card = (project / "README.md").read_text(encoding="utf-8")
     return Published(
         distribution,
         version,
@@ -110,7 +111,7 @@ def publish(
         [folder.path / file.name for folder in folders for file in files],
         tests.strip().splitlines()[-1],
         uploaded,
-        (project / "README.md").read_text(encoding="utf-8"),
+        card,
     )
 
 
