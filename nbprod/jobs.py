@@ -37,10 +37,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .exceptions import JobNotFound, NbprodError, UsageError
+from .exceptions import JobNotFound, NbprodError, RunNotFound, UsageError
 from .processes import Family, alive, group_alive, process_tree, signal_group, start_time
 from .runs import STORE_DIR, RunRecord, run_dir
-from .store import RunStore, store_path
+from .store import RunStore, existing_store, first_metric, sort_runs, store_path
 
 KINDS = ("sweep", "publish")
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -199,6 +199,21 @@ def run_json(
     if data["error"]:
         data["error"] = {k: scrub_paths(v, root) for k, v in data["error"].items()}
     return data
+
+
+def ranked_runs(
+    notebook: Path, metric: str | None = None, root: Path | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The runs of ``notebook`` as front ends show them (``run_json``), best first by
+    ``metric`` (default: the first metric recorded), and the metric they are sorted by.
+    A notebook that never ran has no runs."""
+    try:
+        store = existing_store(notebook)
+    except RunNotFound:
+        return [], metric
+    records = store.runs(notebook)
+    metric = metric or first_metric(records)
+    return [run_json(r, root, store) for r in sort_runs(records, metric)], metric
 
 
 class JobManager:
@@ -631,4 +646,13 @@ def scrub_paths(value: Any, root: Path | None) -> Any:
     return value.replace(f"{root.resolve()}/", "").replace(f"{root}/", "")
 
 
-__all__ = ["FINISHED", "KINDS", "Job", "JobManager", "run_json", "scrub_paths", "shown_path"]
+__all__ = [
+    "FINISHED",
+    "KINDS",
+    "Job",
+    "JobManager",
+    "ranked_runs",
+    "run_json",
+    "scrub_paths",
+    "shown_path",
+]

@@ -225,6 +225,7 @@ def test_every_route_refuses_requests_without_credentials(api: Api, jp_serverapp
         "extract",
         "runs",
         "runs/compare",
+        "runs/x/notebook",
         "runs/x",
         "jobs",
         "jobs/x",
@@ -430,6 +431,15 @@ def test_one_run_by_id_or_selector(api: Api, workspace: Workspace) -> None:
     assert by_id.body["executed_path"].endswith("executed.ipynb")
     unknown = api.get("runs/20200101-000000-000000", path=NOTEBOOK)
     assert unknown.code == 404 and "no run '20200101-000000-000000'" in unknown.message
+
+
+def test_the_executed_notebook_of_a_run_is_served(api: Api, workspace: Workspace) -> None:
+    run = api.get(f"runs/{workspace.runs[0]['id']}", path=NOTEBOOK).body
+    reply = api.get(f"runs/{run['id']}/notebook", path=NOTEBOOK)
+    assert reply.code == 200, reply.body
+    on_disk = json.loads((workspace.root / run["executed_path"]).read_text())
+    assert reply.body == on_disk and reply.body["cells"]
+    assert api.get("runs/20200101-000000-000000/notebook", path=NOTEBOOK).code == 404
     assert api.get("runs/best:nothing", path=NOTEBOOK).code == 404
     assert api.get("runs/bad:selector:x", path=NOTEBOOK).code == 400
 
@@ -629,6 +639,7 @@ def test_a_publish_job_places_a_verified_wheel_in_dist(api: Api, workspace: Work
         assert file.startswith("dist/scored-") and (workspace.root / file).is_file()
     assert re.fullmatch(r"\d+ passed.*", result["tests"]), result["tests"]
     assert result["uploaded_to"] == []
+    assert result["model_card"].startswith("# scored\n") and "## Model card" in result["model_card"]
     assert done["progress"]["steps"][-1].startswith("place the files in")
     assert str(workspace.root) not in json.dumps(done)
     placed = sorted(p.name for p in (workspace.root / "dist").iterdir())

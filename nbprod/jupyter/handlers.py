@@ -29,9 +29,10 @@ from ..exceptions import (
     RunNotFound,
     UsageError,
 )
-from ..jobs import KINDS, JobManager, run_json, scrub_paths, shown_path
+from ..jobs import KINDS, JobManager, ranked_runs, run_json, scrub_paths, shown_path
 from ..notebook import load_notebook, notebook_from_json
-from ..store import existing_store, first_metric, sort_runs
+from ..runs import run_dir
+from ..store import existing_store
 from .paths import ApiError, confine
 
 Result = TypeVar("Result")
@@ -161,22 +162,13 @@ class CheckHandler(NbprodHandler):
         self.reply({**analysis, "notebook": relative, "path": relative})
 
 
-def _runs(notebook: Path, metric: str | None, root: Path) -> list[dict[str, Any]]:
-    try:
-        store = existing_store(notebook)
-    except RunNotFound:
-        return []  # a notebook that never ran has no runs
-    records = store.runs(notebook)
-    ranked = sort_runs(records, metric or first_metric(records))
-    return [run_json(r, root, store) for r in ranked]
-
-
 class RunsHandler(NbprodHandler):
     @web.authenticated
     async def get(self) -> None:
         path = self.notebook(self.argument("path"))
         metric = self.get_query_argument("sort", None) or None
-        self.reply({"runs": await self.call(_runs, path, metric, self.root)})
+        runs, _ = await self.call(ranked_runs, path, metric, self.root)
+        self.reply({"runs": runs})
 
 
 def _run(notebook: Path, selector: str, root: Path) -> dict[str, Any]:
@@ -194,6 +186,33 @@ class RunHandler(NbprodHandler):
 def _compare(notebook: Path, selectors: list[str], root: Path) -> list[dict[str, Any]]:
     store = existing_store(notebook)
     return [run_json(r, root, store) for r in store.compare(selectors, notebook)]
+
+
+def _executed_notebook(notebook: Path, selector: str) -> Path:
+    from ..execute import EXECUTED
+
+    store = existing_store(notebook)
+    record = store.select(selector, notebook)
+    folder = store.folder(record.id) or run_dir(Path(record.notebook), record.id)
+    executed = folder / EXECUTED
+    if not executed.is_file():
+        raise RunNotFound(
+            f"run {record.id} kept no executed notebook", "run the notebook again to get one"
+        )
+    return executed
+
+
+class RunNotebookHandler(NbprodHandler):
+    """The executed notebook of a run: it lives under the hidden .nbprod folder, which
+    the contents API refuses to serve by default."""
+
+    @web.authenticated
+    async def get(self, run_id: str) -> None:
+        path = self.notebook(self.argument("path"))
+        executed = await self.call(_executed_notebook, path, run_id)
+        if not executed.resolve().is_relative_to(self.root):
+            raise ApiError(403, f"run {run_id!r} keeps its files outside the server root")
+        self.reply(json.loads(executed.read_text(encoding="utf-8")))
 
 
 class CompareHandler(NbprodHandler):
@@ -284,6 +303,7 @@ ROUTES: list[tuple[str, type[NbprodHandler]]] = [
     ("extract", ExtractHandler),
     ("runs", RunsHandler),
     ("runs/compare", CompareHandler),  # before runs/<id>: tornado takes the first match
+    ("runs/(?P<run_id>[^/]+)/notebook", RunNotebookHandler),
     ("runs/(?P<run_id>[^/]+)", RunHandler),
     ("jobs", JobsHandler),
     ("jobs/(?P<job_id>[^/]+)", JobHandler),
