@@ -820,9 +820,12 @@ def main(argv: list[str] | None = None) -> None:
     preload: list[str] = json.loads(args.preload)
     folder = os.path.dirname(args.socket)
     # Listen before importing: requests queue up meanwhile, instead of finding no server.
+    # The parent waits for the socket file: it appears (renamed) only once it listens, since
+    # a connection between bind() and listen() would be refused.
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(args.socket)
+    listener.bind(args.socket + ".binding")
     listener.listen(64)
+    os.rename(args.socket + ".binding", args.socket)
     _import_all(["ipykernel.kernelapp", "ipykernel.ipkernel"])
     _import_all(_learn_kernel_imports(folder, args.ready_timeout))
     failed = _import_all(preload)

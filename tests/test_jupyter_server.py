@@ -11,6 +11,7 @@ server's loop through ``Api``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -173,6 +174,9 @@ def api(
 ) -> Api:
     # jp_environ gives the server a fresh HOME: keep the shared uv cache for clean venvs.
     monkeypatch.setenv("UV_CACHE_DIR", UV_CACHE)
+    # An earlier asyncio.run() in this process (other test modules) leaves no current loop,
+    # and tornado's client creates its futures on the current one.
+    asyncio.set_event_loop(jp_asyncio_loop)
     token = jp_serverapp.identity_provider.token
     return Api(http_server_client, jp_asyncio_loop, jp_base_url, token)
 

@@ -1,0 +1,113 @@
+"""The pytest plugin, run by pytest itself (``pytester``) on small notebooks."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from nbbuild import SMALL, write_notebook
+from paths import ROOT
+
+pytest_plugins = ["pytester"]
+
+PLUGIN = ("-p", "nbprod.pytest_plugin", "-p", "no:cacheprovider")
+
+
+def _small(path: Path, **replaced: str) -> Path:
+    """SMALL with the source of some roles replaced."""
+    cells = [(role, replaced.get(role or "", source)) for role, source in SMALL]
+    return write_notebook(path, *cells)
+
+
+def test_a_sound_notebook_passes_check_execute_and_parity(pytester: pytest.Pytester) -> None:
+    _small(pytester.path / "good.ipynb")
+    result = pytester.runpytest_subprocess(*PLUGIN, "--nbprod", "-v")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(
+        [
+            "*good.ipynb::check PASSED*",
+            "*good.ipynb::execute PASSED*",
+            "*good.ipynb::parity PASSED*",
+        ]
+    )
+
+
+def test_a_problem_fails_check_and_skips_the_rest(pytester: pytest.Pytester) -> None:
+    _small(pytester.path / "problem.ipynb", train="w = sum(xs) * a * undefined_name")
+    result = pytester.runpytest_subprocess(*PLUGIN, "--nbprod", "-rs")
+    result.assert_outcomes(failed=1, skipped=2)
+    result.stdout.fnmatch_lines(
+        ["*nbprod check found*", "*cell 3 (train)*undefined_name*", "*check failed*"]
+    )
+
+
+def test_a_failing_cell_fails_execute_with_its_cell(pytester: pytest.Pytester) -> None:
+    _small(pytester.path / "failing.ipynb", train="w = sum(xs) * a\nraise ValueError('no data')")
+    result = pytester.runpytest_subprocess(*PLUGIN, "--nbprod")
+    result.assert_outcomes(passed=1, failed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*cell 3 (train), line 2: ValueError: no data*",
+            "*--- cell 3 (train) ---*",
+            "*raise ValueError('no data')*",
+            "*executed notebook: *executed.ipynb*",
+        ]
+    )
+
+
+def test_randomness_outside_the_artifacts_fails_parity(pytester: pytest.Pytester) -> None:
+    _small(
+        pytester.path / "noisy.ipynb",
+        inference="import random\n\ndef predict(x):\n    return x * w + random.random()",
+        test="assert predict(1) >= w",
+    )
+    result = pytester.runpytest_subprocess(*PLUGIN, "--nbprod")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*fails its tests*", "*test_predictions_match_the_notebook*"])
+
+
+def test_a_killed_kernel_fails_execute(pytester: pytest.Pytester) -> None:
+    _small(pytester.path / "killed.ipynb", train="import os\nw = sum(xs) * a\nos._exit(1)")
+    result = pytester.runpytest_subprocess(*PLUGIN, "--nbprod")
+    result.assert_outcomes(passed=1, failed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*cell 3 (train)*the kernel died*", "*os._exit(1)*"])
+
+
+def test_notebooks_without_roles_run_only_with_nbprod_all(pytester: pytest.Pytester) -> None:
+    write_notebook(pytester.path / "plain.ipynb", (None, "x = 1"), (None, "assert x == 1"))
+    write_notebook(pytester.path / "broken.ipynb", (None, "1 / 0"))
+    without = pytester.runpytest_subprocess(*PLUGIN, "--nbprod")
+    without.assert_outcomes()
+    with_all = pytester.runpytest_subprocess(*PLUGIN, "--nbprod-all", "-v")
+    with_all.assert_outcomes(passed=1, failed=1)
+    with_all.stdout.fnmatch_lines(["*cell 1: ZeroDivisionError*"])
+
+
+def test_without_nbprod_no_notebook_is_collected(pytester: pytest.Pytester) -> None:
+    _small(pytester.path / "good.ipynb")
+    result = pytester.runpytest_subprocess(*PLUGIN)
+    result.assert_outcomes()
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def test_k_selects_one_item_and_computes_what_it_needs(pytester: pytest.Pytester) -> None:
+    _small(pytester.path / "good.ipynb")
+    result = pytester.runpytest_subprocess(*PLUGIN, "--nbprod", "-k", "good.ipynb and parity")
+    result.assert_outcomes(passed=1, deselected=2)
+
+
+def test_x_stops_at_the_first_failing_item(pytester: pytest.Pytester) -> None:
+    _small(pytester.path / "a_problem.ipynb", train="w = undefined_name")
+    _small(pytester.path / "b_good.ipynb")
+    result = pytester.runpytest_subprocess(*PLUGIN, "--nbprod", "-x")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*a_problem.ipynb::check (nbprod)*"])
+
+
+def test_the_example_notebooks_pass_under_xdist(pytester: pytest.Pytester) -> None:
+    for notebook in (ROOT / "example_notebooks").glob("*.ipynb"):
+        shutil.copy(notebook, pytester.path / notebook.name)
+    shutil.copytree(ROOT / "example_notebooks" / "data", pytester.path / "data")
+    result = pytester.runpytest_subprocess(*PLUGIN, "--nbprod", "-n", "2")
+    result.assert_outcomes(passed=9)
