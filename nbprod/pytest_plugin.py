@@ -138,6 +138,8 @@ def _require(item: pytest.Item, stage: str) -> _Outcome:
         except NotebookFailure:
             known = _remember(item, stage, _Outcome(failed=f"{stage} failed"))
     if known.failed:
+        # Not a way to green: the earlier item of this notebook already failed the run;
+        # this one cannot run without its result, and says which item to read.
         pytest.skip(f"{known.failed}: see {item.path.name}::{stage}")
     return known
 

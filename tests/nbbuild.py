@@ -23,6 +23,13 @@ SMALL = (
     (None, "predict(5)"),
     ("test", "assert predict(1) == w"),
 )
+# SMALL with a markdown cell and a metric (`score`), for tests that list and sort runs.
+SCORED = (
+    "A notebook whose runs take a second and record a metric.",
+    *SMALL[:3],
+    ("metrics", "score = float(w)"),
+    *SMALL[3:],
+)
 
 
 def notebook_node(*cells: Cell, nbprod: dict[str, Any] | None = None) -> nbformat.NotebookNode:

@@ -15,23 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from nbbuild import write_notebook
+from nbbuild import SCORED, write_notebook
 
 from nbprod.exceptions import JobNotFound, NotebookFileError, RunNotFound, UsageError
 from nbprod.jobs import Job, JobManager
 from nbprod.store import RunStore
 
 pytestmark = pytest.mark.slow
-
-SCORED = (
-    "A notebook whose runs take a second and record a metric.",
-    ("parameters", "a = 2"),
-    ("data", "xs = [1, 2, 3]"),
-    ("train", "w = sum(xs) * a"),
-    ("metrics", "score = float(w)"),
-    ("inference", "def predict(x):\n    return x * w"),
-    (None, "predict(5)"),
-)
 
 
 def slow(folder: Path, pids: Path, seconds: int = 120) -> Path:
@@ -229,6 +219,7 @@ def test_requests_are_refused_before_any_process_starts(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="unknown parameter b"):
         manager.sweep(notebook, {"b": [1, 2]})
     with pytest.raises(UsageError, match="parameters must be an object"):
+        # deliberately the wrong type: what a bad JSON body from a front end passes on
         manager.sweep(notebook, [1, 2])  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="workers must be a positive integer"):
         manager.sweep(notebook, {}, workers=True)

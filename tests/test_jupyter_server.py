@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
-from nbbuild import notebook_node, write_notebook
+from nbbuild import SCORED, notebook_node, write_notebook
 from pytest_jupyter.jupyter_server import *  # noqa: F403
 from tools import UV_CACHE, nbprod
 from tornado import web
@@ -37,16 +37,6 @@ from nbprod.jobs import JobManager
 
 pytestmark = pytest.mark.slow
 
-SCORED = (
-    "A notebook whose runs take a second and record a metric.",
-    ("parameters", "a = 2"),
-    ("data", "xs = [1, 2, 3]"),
-    ("train", "w = sum(xs) * a"),
-    ("metrics", "score = float(w)"),
-    ("inference", "def predict(x):\n    return x * w"),
-    (None, "predict(5)"),
-    ("test", "assert predict(1) == w"),
-)
 NOTEBOOK = "proj/scored.ipynb"
 
 

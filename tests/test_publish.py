@@ -7,7 +7,6 @@ per module (a full publish costs ~30 s) and the tests read that one result.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
@@ -26,7 +25,7 @@ from urllib.parse import unquote
 
 import pytest
 from nbbuild import SMALL, write_notebook
-from tools import BIN, UV_CACHE, make_venv, nbprod
+from tools import BIN, make_venv, nbprod
 
 from nbprod.exceptions import OutputExists, UsageError
 from nbprod.index import Index, simple_index
@@ -173,26 +172,13 @@ def test_publish_verifies_uploads_then_places_the_files(uploaded: Upload, index:
 def test_the_uploaded_package_installs_from_the_index_and_predicts(
     uploaded: Upload, index: Server, tmp_path: Path
 ) -> None:
-    python = make_venv(tmp_path / "venv")
     # Our index first, PyPI only for what it lacks (skops, scikit-learn...). With the
     # default first-index strategy a name found on our index is taken from it alone:
     # `--extra-index-url` would ask PyPI first, and PyPI has its own `tiny`.
-    subprocess.run(
-        [
-            str(BIN / "uv"),
-            "pip",
-            "install",
-            "--quiet",
-            "--python",
-            str(python),
-            "--index",
-            f"{index.url}/simple/",
-            "--default-index",
-            "https://pypi.org/simple",
-            f"tiny=={uploaded.version}",
-        ],
-        check=True,
-        env={**os.environ, "UV_CACHE_DIR": UV_CACHE},
+    python = make_venv(
+        tmp_path / "venv",
+        f"tiny=={uploaded.version}",
+        index=["--index", f"{index.url}/simple/", "--default-index", "https://pypi.org/simple"],
     )
     shown = subprocess.run(
         [

@@ -27,8 +27,9 @@ def nbprod(
     )
 
 
-def make_venv(folder: Path, *requirements: str | Path) -> Path:
-    """A clean venv (nothing but what ``requirements`` pull in); returns its python."""
+def make_venv(folder: Path, *requirements: str | Path, index: list[str] | None = None) -> Path:
+    """A clean venv (nothing but what ``requirements`` pull in); returns its python.
+    ``index``: uv's index options for the install (default: PyPI)."""
     env = {**os.environ, "UV_CACHE_DIR": UV_CACHE}
     subprocess.run(
         [str(BIN / "uv"), "venv", "--quiet", "--python", sys.executable, str(folder)],
@@ -45,6 +46,7 @@ def make_venv(folder: Path, *requirements: str | Path) -> Path:
                 "--quiet",
                 "--python",
                 str(python),
+                *(index or []),
                 *map(str, requirements),
             ],
             check=True,
