@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .facts import CellInfo, Definition, EntryPoint, Parameter, Problem, Severity
-from .notebook import ROLES, Cell, Notebook
+from .notebook import Cell, Notebook
 from .parsing import parse_cell
 from .prediction import PredictionRules
+from .roles import ROLES
 from .scopes import BUILTINS, Import, scan_statements
 
 __all__ = ["Analysis", "CellInfo", "Definition", "EntryPoint", "Parameter", "Problem", "analyze"]

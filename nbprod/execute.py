@@ -32,8 +32,8 @@ from .store import RunStore, store_path
 
 EXECUTED = "executed.ipynb"
 SOURCE = "notebook.ipynb"  # the notebook as it was when the run started
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_CELL_LINE = re.compile(r"(?:Cell In\s*\[\d*\]|<ipython-input-\d+-\w+>), line (\d+)")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+CELL_LINE = re.compile(r"(?:Cell In\s*\[\d*\]|<ipython-input-\d+-\w+>), line (\d+)")
 
 
 def parse_parameter(text: str) -> tuple[str, Any]:
@@ -258,8 +258,8 @@ def _failing_cell(executed: nbformat.NotebookNode) -> dict[str, Any] | None:
     for cell in executed.cells:
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
-                traceback = _ANSI.sub("", "\n".join(out.get("traceback", [])))
-                match = _CELL_LINE.search(traceback)
+                traceback = ANSI.sub("", "\n".join(out.get("traceback", [])))
+                match = CELL_LINE.search(traceback)
                 return {
                     "cell": cell.metadata.get(SOURCE_CELL),
                     "injected": bool(cell.metadata.get(INJECTED)),

@@ -15,9 +15,8 @@ from nbformat.v4.rwbase import rejoin_lines
 from nbformat.validator import normalize
 
 from .exceptions import NotebookFileError
+from .roles import ROLES
 
-ROLES = ("parameters", "data", "features", "train", "metrics", "inference", "test")
-TRAINING_ROLES = ("parameters", "data", "features", "train", "metrics")
 PREDICTION_ROLES = ("features", "inference")
 SUPPORTED_NBFORMAT = (4,)
 

@@ -3,7 +3,9 @@
 IPython's own input transformer rewrites ``%magic``, ``%%cell magic`` and ``!shell``
 into ``get_ipython()`` calls, so nbprod parses exactly what the kernel would run.
 Those calls are then recognised, reported as warnings (or dependency hints for
-``!pip install``) and left out of the extracted code.
+``!pip install``) and left out of the extracted code. A cell the transformer would
+leave as it is (plain Python) is parsed without it: importing IPython takes longer
+than checking a notebook.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from IPython.core.inputtransformer2 import TransformerManager
-
 # Cell magics whose body is ordinary Python that runs in the user namespace.
 PYTHON_CELL_MAGICS = frozenset({"time", "timeit", "capture", "prun"})
 # Line magics whose argument is a Python statement run in the user namespace.
 PYTHON_LINE_MAGICS = frozenset({"time"})
 _MAGIC_CALLS = frozenset({"run_line_magic", "run_cell_magic", "system", "getoutput"})
+# Lines IPython's clean-up rewrites even in valid Python: whitespace-only lines (its
+# dedent empties them) and prompts pasted from a console (>>>, ...:, In [1]:).
+_CLEANED_UP_LINE = re.compile(
+    r"^([^\S\n]+$|\s*(>>>|\.{3,}:)|(\[\w+\] )?In \[\d+\]: )", re.MULTILINE
+)
 
 
 @dataclass(frozen=True)
@@ -51,20 +56,22 @@ class ParsedCell:
 
 def parse_cell(source: str) -> ParsedCell:
     """Parse one cell; never raises for bad input (the error is kept on the result)."""
-    try:
-        python = TransformerManager().transform_cell(source)
-    except Exception as error:  # IPython raises various errors on malformed magics
-        return ParsedCell(source=source, syntax_error=SyntaxError(str(error)))
-    cell = ParsedCell(source=python)
-    try:
-        tree = ast.parse(python)
-    except SyntaxError as error:
-        # Report the line in the user's source; the transform keeps line numbers for
-        # ordinary code, which is what fails to parse.
-        cell.source = source
-        cell.syntax_error = error
-        return cell
-    python_lines = python.splitlines()
+    cell = ParsedCell(source=source)
+    tree = _plain_python(source)
+    if tree is None:
+        try:
+            cell.source = _ipython_transform(source)
+        except Exception as error:  # IPython raises various errors on malformed magics
+            return ParsedCell(source=source, syntax_error=SyntaxError(str(error)))
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError as error:
+            # Report the line in the user's source; the transform keeps line numbers for
+            # ordinary code, which is what fails to parse.
+            cell.source = source
+            cell.syntax_error = error
+            return cell
+    python_lines = cell.source.splitlines()
     for node in tree.body:
         magic = _magic_call(node)
         if magic is None:
@@ -98,6 +105,29 @@ def parse_cell(source: str) -> ParsedCell:
             cell.pip_packages.extend(_pip_packages(shell))
     cell.source = "\n".join(python_lines)
     return cell
+
+
+def _plain_python(source: str) -> ast.Module | None:
+    """The tree of a cell IPython's transformer would return unchanged, else None.
+
+    Its clean-up changes only leading blank or indented lines, whitespace-only lines
+    and console prompts; everything else it rewrites (magics, ``!shell``, ``x?``,
+    autocall) is a syntax error in Python, so a cell without those lines that parses
+    needs no IPython.
+    """
+    if source and (source[0].isspace() or _CLEANED_UP_LINE.search(source)):
+        return None
+    try:
+        return ast.parse(source)
+    except SyntaxError:
+        return None
+
+
+def _ipython_transform(source: str) -> str:
+    # Imported when a cell needs it: IPython takes a quarter of a second to import.
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return str(TransformerManager().transform_cell(source))
 
 
 def _line_magic_statement(args: list[str], line: int) -> list[ast.stmt]:

@@ -6,7 +6,8 @@ import ast
 from typing import Literal
 
 from .facts import CellInfo, Definition, Parameter, Problem, Severity
-from .notebook import TRAINING_ROLES, Notebook
+from .notebook import Notebook
+from .roles import TRAINING_ROLES
 from .scopes import Import, Statement
 
 

@@ -9,3 +9,5 @@ bash scripts/setup.sh
 .venv/bin/mypy
 # pytest exits 5 when it collects nothing: that is a failure here too.
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
+# The example notebooks as tests, through nbprod's own pytest plugin (two workers).
+.venv/bin/python -m pytest -p no:cacheprovider --nbprod -n 2 -v example_notebooks

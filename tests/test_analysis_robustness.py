@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from nbbuild import build
 
 from nbprod.analysis import analyze
-from nbprod.notebook import ROLES
+from nbprod.roles import ROLES
 
 SNIPPETS = [
     "import pandas as pd\nimport numpy as np",

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+from IPython.core.inputtransformer2 import TransformerManager
 from nbbuild import build
+from paths import EXAMPLE_NAMES, example
 
 from nbprod.analysis import Analysis, analyze
-from nbprod.parsing import Magic, parse_cell
+from nbprod.notebook import load_notebook
+from nbprod.parsing import Magic, _plain_python, parse_cell
 
 PREDICT = "def predict(X):\n    return model.predict(X)"
 
@@ -237,3 +243,60 @@ def test_odd_ipython_input_never_crashes_the_analysis(tmp_path: Path) -> None:
     cells = [("train", source) for source in sources]
     analysis = check(tmp_path, *cells, ("train", "model = 1"), ("inference", PREDICT))
     assert {p.cell for p in analysis.errors} <= set(range(1, len(sources) + 1))
+
+
+# Cells parsed without IPython must read exactly as its transformer would leave them.
+PLAIN_PYTHON = [
+    "",
+    "x = 1",
+    "import numpy as np\n\n\ndef f(a, b=2):\n    return a % b != 0\n",
+    'message = f"{x!r} is {x=}? {y:>3}%"\nprint("In [1]: >>> ...:")',
+    "d = {'a': [1,\n  2]}\nif d:\n    pass",
+    "class A:\n    '''Doc.\n\n    Example: A() -> A\n    '''\n\n    x = 1",
+    "# just a comment",
+    "y = x if x else -1;\nz = not y",
+]
+NEEDS_IPYTHON = [
+    "\nx = 1",  # a leading blank line is dropped
+    "    x = 1",  # a leading indent is removed
+    "def f():\n    x = 1\n    \n    return x",  # a whitespace-only line is emptied
+    's = """\n>>> doctest()\n"""',  # a doctest prompt is stripped
+    "In [1]: x",
+    "%matplotlib inline",
+    "files = !ls",
+    "x?",
+    "%%time\nx = 1",
+]
+
+
+@pytest.mark.parametrize("source", PLAIN_PYTHON)
+def test_plain_python_cells_are_parsed_as_ipython_would_leave_them(source: str) -> None:
+    assert _plain_python(source) is not None
+    assert TransformerManager().transform_cell(source) in (source, source + "\n")
+
+
+@pytest.mark.parametrize("source", NEEDS_IPYTHON)
+def test_cells_ipython_would_change_go_through_it(source: str) -> None:
+    assert TransformerManager().transform_cell(source) not in (source, source + "\n")
+    assert _plain_python(source) is None
+
+
+@pytest.mark.parametrize("name", EXAMPLE_NAMES)
+def test_example_cells_parsed_without_ipython_are_unchanged_by_it(name: str) -> None:
+    cells = [c for c in load_notebook(example(name)).node.cells if c.cell_type == "code"]
+    plain = [cell.source for cell in cells if _plain_python(cell.source) is not None]
+    assert len(plain) > len(cells) / 2, "most cells of a notebook are plain Python"
+    for source in plain:
+        assert TransformerManager().transform_cell(source) in (source, source + "\n")
+
+
+def test_checking_a_notebook_without_magics_does_not_import_ipython() -> None:
+    code = (
+        "import sys\n"
+        "from nbprod.analysis import analyze\n"
+        "from nbprod.notebook import load_notebook\n"
+        f"assert analyze(load_notebook({str(example('wine_forest'))!r})).ok\n"
+        "print('IPython' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -50,7 +51,10 @@ def test_a_failing_cell_fails_execute_with_its_cell(pytester: pytest.Pytester) -
         [
             "*cell 3 (train), line 2: ValueError: no data*",
             "*--- cell 3 (train) ---*",
-            "*raise ValueError('no data')*",
+            "    w = sum(xs) * a",
+            ">   raise ValueError('no data')",
+            "*--- kernel traceback ---*",
+            "E   ValueError: no data",
             "*executed notebook: *executed.ipynb*",
         ]
     )
@@ -111,3 +115,24 @@ def test_the_example_notebooks_pass_under_xdist(pytester: pytest.Pytester) -> No
     shutil.copytree(ROOT / "example_notebooks" / "data", pytester.path / "data")
     result = pytester.runpytest_subprocess(*PLUGIN, "--nbprod", "-n", "2")
     result.assert_outcomes(passed=9)
+    # The items of a notebook went to one worker: each notebook ran once, in a forked kernel.
+    runs = list((pytester.path / ".nbprod" / "runs").glob("*/run.json"))
+    assert len(runs) == 3
+    assert {json.loads(run.read_text())["kernel_start"] for run in runs} == {"fork"}
+
+
+def test_lf_reruns_only_the_failed_item(pytester: pytest.Pytester) -> None:
+    _small(pytester.path / "good.ipynb")
+    _small(pytester.path / "failing.ipynb", data="xs = [1]\nraise RuntimeError('boom')")
+    first = pytester.runpytest_subprocess("-p", "nbprod.pytest_plugin", "--nbprod")
+    first.assert_outcomes(passed=4, failed=1, skipped=1)
+    again = pytester.runpytest_subprocess("-p", "nbprod.pytest_plugin", "--nbprod", "--lf", "-v")
+    again.assert_outcomes(failed=1)  # and nothing else ran: no passed, no skipped
+    again.stdout.fnmatch_lines(["*failing.ipynb::execute FAILED*", "*RuntimeError: boom*"])
+
+
+def test_nbprod_timeout_also_bounds_notebooks_without_roles(pytester: pytest.Pytester) -> None:
+    write_notebook(pytester.path / "slow.ipynb", (None, "import time\ntime.sleep(60)"))
+    result = pytester.runpytest_subprocess(*PLUGIN, "--nbprod-all", "--nbprod-timeout", "3")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*CellTimeoutError*3 seconds*", "*executed notebook: *"])

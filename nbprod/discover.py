@@ -1,0 +1,85 @@
+"""Which notebooks a path names: ``nbprod check``, ``nbprod test`` and the pytest plugin.
+
+A file is taken as given (whatever its suffix: the command then says what is wrong
+with it). A folder is searched for ``*.ipynb`` the way pytest collects tests: hidden
+folders, build output, ``node_modules``, virtual environments, nbprod's own run
+folders (``.nbprod``) and Jupyter's checkpoints are not entered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from .exceptions import NotebookFileError
+from .roles import ROLES
+
+# pytest's default ``norecursedirs``, plus what holds copies of notebooks.
+SKIPPED_FOLDERS = frozenset(
+    {"build", "dist", "node_modules", "venv", "CVS", "_darcs", "{arch}", "__pycache__"}
+)
+
+
+def skipped_folder(folder: Path) -> bool:
+    """Whether a folder met while searching is left out (see the module docstring)."""
+    name = folder.name
+    return (
+        name.startswith(".")
+        or name in SKIPPED_FOLDERS
+        or name.endswith(".egg")
+        or (folder / "pyvenv.cfg").is_file()  # any virtual environment, whatever its name
+    )
+
+
+def is_generated(path: Path) -> bool:
+    """Run folders (``.nbprod/runs/...``) and Jupyter's checkpoints hold copies."""
+    return any(part in (".nbprod", ".ipynb_checkpoints") for part in path.parts)
+
+
+def find_notebooks(paths: Iterable[str | Path]) -> list[Path]:
+    """The notebooks the paths name, each once, in the order given (folders sorted).
+
+    A path that does not exist raises ``NotebookFileError`` naming it.
+    """
+    found: dict[Path, None] = {}
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found.update(dict.fromkeys(_under(path)))
+        elif path.exists():
+            found[path] = None
+        else:
+            raise NotebookFileError(f"{path}: no such file or folder")
+    return list(found)
+
+
+def _under(folder: Path) -> list[Path]:
+    notebooks = []
+    for root, folders, files in os.walk(folder):
+        base = Path(root)
+        folders[:] = sorted(name for name in folders if not skipped_folder(base / name))
+        notebooks += [base / name for name in sorted(files) if name.endswith(".ipynb")]
+    return notebooks
+
+
+def has_roles(path: Path) -> bool:
+    """Whether any code cell of the notebook carries an nbprod role tag.
+
+    Reads only the JSON (no validation), so that deciding costs little, and reads tags
+    as ``load_notebook`` does (``" Train"`` is ``train``); a file that cannot be read
+    counts as having roles, so that its check reports what is wrong.
+    """
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        return any(
+            cell.get("cell_type") == "code"
+            and any(
+                str(tag).strip().lower() in ROLES
+                for tag in (cell.get("metadata") or {}).get("tags") or ()
+            )
+            for cell in document.get("cells", [])
+        )
+    except (OSError, ValueError, AttributeError, TypeError):
+        return True

@@ -1,0 +1,370 @@
+"""Notebooks as tests: the stages ``check``, ``execute`` and ``parity`` of one notebook.
+
+Shared by the pytest plugin (``pytest --nbprod``) and ``nbprod test``:
+
+- ``check``: static analysis finds no problem (warnings do not fail it);
+- ``execute``: the notebook runs with its smoke parameters and is recorded as a run,
+  exactly as ``nbprod run --smoke`` would record it; kernels are forked by one warm
+  fork server per ``Tester``, as in a sweep;
+- ``parity``: the package extracted from that run passes its own tests (predictions
+  equal to the notebook's, the ``test`` cells), imported from the generated source.
+
+A notebook without roles can only be executed (``execute_plain``). A failing stage
+raises ``StageFailed`` whose text says everything: the cell, its source with the
+failing line marked, the error, and where the executed notebook is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from .analysis import analyze
+from .exceptions import ExecutionFailed, NbprodError
+from .execute import ANSI, CELL_LINE
+from .facts import Problem
+from .notebook import load_notebook
+from .runs import RunRecord, run_dir
+
+if TYPE_CHECKING:
+    from .forkserver import ForkServer
+
+STAGES = ("check", "execute", "parity")
+EXECUTED = "executed.ipynb"
+PARITY_TIMEOUT = 600.0  # seconds for the generated package's own test run
+TRACEBACK_LINES = 40  # of the kernel's traceback, from its end
+
+
+class StageFailed(Exception):
+    """A stage failed; the text is the whole report (no traceback of nbprod's own)."""
+
+
+@dataclass
+class StageResult:
+    stage: str
+    status: str  # "passed", "failed", or "not run" (an earlier stage failed)
+    seconds: float = 0.0
+    text: str = ""
+    record: RunRecord | None = None
+
+
+@dataclass
+class NotebookResult:
+    path: Path
+    tagged: bool
+    stages: dict[str, StageResult] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(result.status != "failed" for result in self.stages.values())
+
+    @property
+    def seconds(self) -> float:
+        return sum(result.seconds for result in self.stages.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "tagged": self.tagged,
+            "ok": self.ok,
+            "seconds": round(self.seconds, 3),
+            "stages": {
+                name: {
+                    "status": result.status,
+                    "seconds": round(result.seconds, 3),
+                    "error": result.text or None,
+                    "run": result.record.id if result.record else None,
+                }
+                for name, result in self.stages.items()
+            },
+        }
+
+
+def check(path: Path) -> None:
+    """The ``check`` stage: raise StageFailed listing the problems, if any."""
+    try:
+        problems = analyze(load_notebook(path)).errors
+    except NbprodError as error:
+        raise StageFailed(_error_text(error)) from None
+    if problems:
+        raise StageFailed(problems_text(problems))
+
+
+class Tester:
+    """Executes notebooks for tests; one fork server, started on first need, serves all.
+
+    ``expect()`` names notebooks that will be executed, so that the fork server imports
+    their modules once; ``fork=False`` starts every kernel as a new process.
+    """
+
+    def __init__(self, fork: bool = True, keep: bool = False, timeout: float | None = None) -> None:
+        self.fork = fork
+        self.keep = keep  # keep extracted packages and executed copies that passed
+        self.timeout = timeout  # seconds for one notebook's run (and any one cell)
+        self._expected: list[Path] = []
+        self._server: ForkServer | None = None
+        self._scratch: str | None = None
+        self._log: IO[bytes] | None = None
+
+    def __enter__(self) -> Tester:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def expect(self, paths: Iterable[Path]) -> None:
+        self._expected += [path for path in paths if path not in self._expected]
+
+    def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    # -- stages ---------------------------------------------------------------------------
+
+    def execute(self, path: Path) -> RunRecord:
+        """The ``execute`` stage: a recorded run with the smoke parameters."""
+        from .execute import RunOptions, run_notebook
+
+        try:
+            notebook = load_notebook(path)
+            options = RunOptions(
+                timeout=self.timeout, kernel_manager_class=self._manager_class(path)
+            )
+            return run_notebook(path, dict(notebook.settings.smoke), options)
+        except ExecutionFailed as error:
+            raise StageFailed(execution_text(path, error)) from None
+        except NbprodError as error:
+            raise StageFailed(_error_text(error)) from None
+
+    def parity(self, path: Path, record: RunRecord) -> Path:
+        """The ``parity`` stage: the package extracted from ``record`` passes its tests.
+
+        Returns the package's folder (removed again unless ``keep``); a failure keeps it.
+        """
+        from .extract import extract
+
+        folder = Path(tempfile.mkdtemp(prefix=f"nbprod-{record.package}-"))
+        try:
+            extracted = extract(path, record.id, folder / record.package).path
+        except NbprodError as error:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise StageFailed(_error_text(error)) from None
+        env = {**os.environ, "PYTHONPATH": str(extracted / "src")}
+        env.pop("PYTEST_ADDOPTS", None)  # the caller's options are not the package's
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
+        try:
+            result = subprocess.run(
+                command,
+                cwd=extracted,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=PARITY_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired:
+            raise StageFailed(
+                f"the tests of the package extracted from run {record.id} did not finish "
+                f"in {PARITY_TIMEOUT:g} s\npackage: {extracted}\n{executed_line(path, record.id)}"
+            ) from None
+        if result.returncode != 0:
+            raise StageFailed(
+                f"the package extracted from run {record.id} fails its tests "
+                f"(pytest exit code {result.returncode}):\n{result.stdout}{result.stderr}\n"
+                f"package: {extracted}\n{executed_line(path, record.id)}"
+            )
+        if not self.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+        return extracted
+
+    def execute_plain(self, path: Path) -> Path:
+        """Run every cell of a notebook without roles into a copy; return the copy's path.
+
+        The copy is removed when the run passes (unless ``keep``), kept when it fails.
+        """
+        import papermill
+        from papermill.exceptions import PapermillExecutionError
+
+        output = Path(tempfile.mkdtemp(prefix="nbprod-plain-")) / path.name
+        manager = self._manager_class(path)
+        options: dict[str, Any] = {"kernel_manager_class": manager} if manager else {}
+        try:
+            papermill.execute_notebook(
+                str(path),
+                str(output),
+                kernel_name=_kernel_name(path),
+                language="python",
+                cwd=str(path.parent),
+                progress_bar=False,
+                execution_timeout=self.timeout,
+                **options,
+            )
+        except PapermillExecutionError as error:
+            raise StageFailed(
+                "\n".join(
+                    [
+                        f"cell {error.cell_index + 1}: {error.ename}: {error.evalue}",
+                        *_marked_source(error.source, _traceback_line(error.traceback)),
+                        *_kernel_traceback(error.traceback),
+                        f"executed notebook: {output}",
+                    ]
+                )
+            ) from None
+        except Exception as error:  # a dead kernel or a timeout: nbclient's own errors
+            raise StageFailed(
+                f"{type(error).__name__}: {error}\nexecuted notebook: {output}"
+            ) from None
+        if not self.keep:
+            shutil.rmtree(output.parent, ignore_errors=True)
+        return output
+
+    def test(self, path: Path, tagged: bool) -> NotebookResult:
+        """Every stage of one notebook in order; a failed stage leaves the rest not run."""
+        result = NotebookResult(path, tagged)
+        if not tagged:
+            result.stages["execute"] = _timed("execute", lambda: self.execute_plain(path))
+            return result
+        checked = _timed("check", lambda: check(path))
+        result.stages["check"] = checked
+        executed = StageResult("execute", "not run")
+        if checked.status == "passed":
+            executed = _timed("execute", lambda: self.execute(path))
+        result.stages["execute"] = executed
+        record = executed.record
+        parity = StageResult("parity", "not run")
+        if record is not None:
+            parity = _timed("parity", lambda: self.parity(path, record))
+        result.stages["parity"] = parity
+        return result
+
+    # -- kernels --------------------------------------------------------------------------
+
+    def _manager_class(self, path: Path) -> type | None:
+        """A fork-server kernel manager (a new class per run: it records how it started)."""
+        from .kernels import kernel_manager_for
+
+        if not self.fork:
+            return kernel_manager_for(_kernel_name(path))
+        self.expect([path])
+        return self._fork_server().manager_class()
+
+    def _fork_server(self) -> ForkServer:
+        if self._server is None:
+            from .forkserver import ForkServer
+            from .sweep import RUNTIME_MODULES, preload_modules
+
+            modules = list(RUNTIME_MODULES)
+            for notebook in self._expected:
+                try:
+                    modules += preload_modules(notebook)
+                except NbprodError:
+                    continue  # its own stage reports what is wrong with it
+            self._scratch = tempfile.mkdtemp(prefix="nbprod-test-")
+            self._log = open(Path(self._scratch) / "forkserver.log", "ab")  # noqa: SIM115
+            server = ForkServer(dict.fromkeys(modules), stderr=self._log)
+            self._server = server.start(wait=False)
+        return self._server
+
+
+def _timed(stage: str, action: Callable[[], object]) -> StageResult:
+    started = time.perf_counter()
+    try:
+        value = action()
+    except StageFailed as failure:
+        return StageResult(stage, "failed", time.perf_counter() - started, str(failure))
+    record = value if isinstance(value, RunRecord) else None
+    return StageResult(stage, "passed", time.perf_counter() - started, record=record)
+
+
+def _kernel_name(path: Path) -> str:
+    from .kernels import CURRENT_PYTHON
+
+    try:
+        return load_notebook(path).settings.kernel or CURRENT_PYTHON
+    except NbprodError:
+        return CURRENT_PYTHON
+
+
+# -- failure text -------------------------------------------------------------------------
+
+
+def problems_text(problems: list[Problem]) -> str:
+    count = len(problems)
+    lines = [f"nbprod check found {count} problem{'s' * (count != 1)}:"]
+    for problem in problems:
+        lines.append(str(problem))
+    return "\n".join(lines)
+
+
+def execution_text(path: Path, error: ExecutionFailed) -> str:
+    """The failing cell as pytest shows a failing test: the source, ``>`` at the line,
+    the error, the kernel's traceback, and the executed notebook."""
+    lines = [str(error)]
+    cell = next((c for c in load_notebook(path).cells if c.number == error.cell), None)
+    if cell is not None:
+        lines += [f"--- {cell.label} ---", *_marked_source(cell.source, error.line)]
+    executed = None
+    if error.run_id is not None:
+        executed = run_dir(path, error.run_id) / EXECUTED
+        lines += _kernel_traceback(_error_output(executed))
+        lines.append(executed_line(path, error.run_id))
+    return "\n".join(lines)
+
+
+def executed_line(path: Path, run_id: str) -> str:
+    return f"executed notebook: {run_dir(path, run_id) / EXECUTED}"
+
+
+def _error_text(error: NbprodError) -> str:
+    return f"{error}\n  fix: {error.hint}" if error.hint else str(error)
+
+
+def _marked_source(source: str, line: int | None) -> list[str]:
+    """The cell's lines, indented as pytest indents code, ``>`` before the failing one."""
+    lines = source.splitlines() or [""]
+    return [f"{'>' if number == line else ' '}   {text}" for number, text in enumerate(lines, 1)]
+
+
+def _error_output(executed: Path) -> list[str]:
+    """The traceback of the first error output in an executed notebook, if any."""
+    import nbformat
+
+    try:
+        node = nbformat.read(str(executed), as_version=4)
+    except (OSError, ValueError):
+        return []
+    for cell in node.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                return list(output.get("traceback", []))
+    return []
+
+
+def _kernel_traceback(traceback: list[str]) -> list[str]:
+    """The kernel's traceback without colours, its last lines, prefixed like pytest's E."""
+    text = ANSI.sub("", "\n".join(traceback)).strip("\n")
+    if not text:
+        return []
+    lines = text.splitlines()
+    if len(lines) > TRACEBACK_LINES:
+        lines = ["...", *lines[-TRACEBACK_LINES:]]
+    return ["--- kernel traceback ---", *(f"E   {line}" for line in lines)]
+
+
+def _traceback_line(traceback: list[str]) -> int | None:
+    match = CELL_LINE.search(ANSI.sub("", "\n".join(traceback)))
+    return int(match.group(1)) if match else None

@@ -1,0 +1,120 @@
+"""``nbprod test``: every stage of every notebook, a summary table, exit 0/1/2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nbbuild import SMALL, write_notebook
+from tools import nbprod
+
+from nbprod.runs import load_record, run_dir
+
+
+def _small(path: Path, **replaced: str) -> Path:
+    """SMALL with the source of some roles replaced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cells = [(role, replaced.get(role or "", source)) for role, source in SMALL]
+    return write_notebook(path, *cells)
+
+
+def _row(stdout: str, name: str) -> list[str]:
+    """The cells of the table row of notebook ``name``."""
+    line = next(line for line in stdout.splitlines() if f" {name} " in line and "│" in line)
+    return [cell.strip() for cell in line.strip("│ ").split("│")]
+
+
+def test_a_folder_gets_a_table_of_every_stage_and_exit_1(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    good = _small(models / "good.ipynb")
+    _small(models / "problem.ipynb", train="w = sum(xs) * a * undefined_name")
+    _small(models / "nested" / "failing.ipynb", train="w = sum(xs) * a\nraise ValueError('no')")
+    write_notebook(models / "plain.ipynb", (None, "1 / 0"))  # no roles, no --all: not run
+    _small(models / ".ipynb_checkpoints" / "good-checkpoint.ipynb", train="raise KeyError")
+
+    result = nbprod("test", "models", cwd=tmp_path)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert _row(result.stdout, "models/good.ipynb")[1:4] == ["passed"] * 3
+    assert _row(result.stdout, "models/problem.ipynb")[1:4] == ["FAILED", "not run", "not run"]
+    assert _row(result.stdout, "models/nested/failing.ipynb")[1:4] == [
+        "passed",
+        "FAILED",
+        "not run",
+    ]
+    assert "plain.ipynb" not in result.stdout and "checkpoint" not in result.stdout
+    assert "models/problem.ipynb::check" in result.stdout
+    assert "cell 3 (train), line 1: reads `undefined_name`" in result.stdout
+    assert "models/nested/failing.ipynb::execute" in result.stdout
+    assert ">   raise ValueError('no')" in result.stdout
+    assert "E   ValueError: no" in result.stdout
+    assert "3 notebooks: 1 passed, 2 failed" in result.stdout
+    # The run was recorded like any other, with a kernel forked by the warm server.
+    runs = [p.name for p in (good.parent / ".nbprod" / "runs").iterdir() if p.is_dir()]
+    records = [load_record(good, run_id)[0] for run_id in runs]
+    assert [(r.status, r.kernel_start) for r in records] == [("succeeded", "fork")]
+
+
+def test_json_all_and_explicit_notebooks(tmp_path: Path) -> None:
+    good = _small(tmp_path / "good.ipynb")
+    write_notebook(tmp_path / "plain.ipynb", (None, "x = 1"), (None, "assert x == 1"))
+
+    result = nbprod("test", "--all", "--json", "--no-fork", ".", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    reports = {Path(r["path"]).name: r for r in json.loads(result.stdout)}
+    assert set(reports) == {"good.ipynb", "plain.ipynb"}
+    assert reports["plain.ipynb"]["tagged"] is False
+    assert list(reports["plain.ipynb"]["stages"]) == ["execute"]
+    stages = reports["good.ipynb"]["stages"]
+    assert [stages[s]["status"] for s in ("check", "execute", "parity")] == ["passed"] * 3
+    record, folder = load_record(good, stages["execute"]["run"])
+    assert folder == run_dir(good, record.id) and (folder / "executed.ipynb").is_file()
+    assert record.status == "succeeded" and record.kernel_start == "process"
+    assert record.parameters == {"a": 2}
+
+
+def test_a_notebook_named_without_roles_is_told_to_tag(tmp_path: Path) -> None:
+    plain = write_notebook(tmp_path / "plain.ipynb", (None, "x = 1"))
+    named = nbprod("test", plain)
+    assert named.returncode == 1
+    assert "no cell has an nbprod role" in named.stdout
+    searched = nbprod("test", tmp_path)
+    assert searched.returncode == 2
+    assert "no notebook with nbprod roles" in searched.stderr and "--all" in searched.stderr
+    missing = nbprod("test", tmp_path / "nope")
+    assert missing.returncode == 2 and "no such file or folder" in missing.stderr
+
+
+def test_exitfirst_stops_after_the_first_failing_notebook(tmp_path: Path) -> None:
+    _small(tmp_path / "a_failing.ipynb", data="xs = [1, 2, 3]\nraise RuntimeError('boom')")
+    _small(tmp_path / "b_good.ipynb")
+    result = nbprod("test", "-x", "--json", tmp_path)
+    assert result.returncode == 1
+    reports = json.loads(result.stdout)
+    assert [Path(r["path"]).name for r in reports] == ["a_failing.ipynb"]
+    assert "cell 2 (data), line 2: RuntimeError: boom" in reports[0]["stages"]["execute"]["error"]
+
+
+def test_a_parity_failure_keeps_the_package_to_look_at(tmp_path: Path) -> None:
+    _small(
+        tmp_path / "noisy.ipynb",
+        inference="import random\n\ndef predict(x):\n    return x * w + random.random()",
+        test="assert predict(1) >= w",
+    )
+    result = nbprod("test", tmp_path)
+    assert result.returncode == 1
+    assert _row(result.stdout, f"{tmp_path}/noisy.ipynb")[1:4] == ["passed", "passed", "FAILED"]
+    assert "test_predictions_match_the_notebook" in result.stdout
+    package = next(
+        line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("package:")
+    )
+    assert (Path(package) / "tests").is_dir()
+
+
+def test_timeout_fails_the_notebook_in_the_cell_that_ran_over(tmp_path: Path) -> None:
+    _small(tmp_path / "slow.ipynb", train="import time\nw = sum(xs) * a\ntime.sleep(60)")
+    result = nbprod("test", "--timeout", "3", tmp_path)
+    assert result.returncode == 1
+    assert _row(result.stdout, f"{tmp_path}/slow.ipynb")[1:4] == ["passed", "FAILED", "not run"]
+    assert "cell 3 (train): the run went past its timeout of 3 s in this cell" in result.stdout
