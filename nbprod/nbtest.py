@@ -6,8 +6,9 @@ Shared by the pytest plugin (``pytest --nbprod``) and ``nbprod test``:
 - ``execute``: the notebook runs with its smoke parameters and is recorded as a run,
   exactly as ``nbprod run --smoke`` would record it; kernels are forked by one warm
   fork server per ``Tester``, as in a sweep;
-- ``parity``: the package extracted from that run passes its own tests (predictions
-  equal to the notebook's, the ``test`` cells), imported from the generated source.
+- ``parity``: the package extracted from that run passes its own tests of predictions
+  (equal to the notebook's) and of the ``test`` cells, imported from the generated
+  source by this interpreter (the notebook ran on it, so it has what the package needs).
 
 A notebook without roles can only be executed (``execute_plain``). A failing stage
 raises ``StageFailed`` whose text says everything: the cell, its source with the
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 STAGES = ("check", "execute", "parity")
 EXECUTED = "executed.ipynb"
 PARITY_TIMEOUT = 600.0  # seconds for the generated package's own test run
+# The package's tests of the notebook's predictions and of its `test` cells. Its HTTP
+# tests need the [serve] extra; `nbprod publish` runs them in the package's own venv.
+PARITY_TESTS = ("tests/test_parity.py", "tests/test_notebook.py")
 TRACEBACK_LINES = 40  # of the kernel's traceback, from its end
 
 
@@ -166,7 +170,8 @@ class Tester:
             raise StageFailed(_error_text(error)) from None
         env = {**os.environ, "PYTHONPATH": str(extracted / "src")}
         env.pop("PYTEST_ADDOPTS", None)  # the caller's options are not the package's
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
+        tests = [name for name in PARITY_TESTS if (extracted / name).is_file()]
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
         try:
             result = subprocess.run(
                 command,
