@@ -26,6 +26,7 @@ from .exceptions import Cancelled, CheckFailed, ExecutionFailed, NbprodError, Us
 from .instrument import INJECTED, SOURCE_CELL, instrument, strip
 from .kernels import CURRENT_PYTHON, kernel_manager_for
 from .notebook import Notebook, load_notebook
+from .parsing import leading_blank_lines
 from .runs import RunRecord, new_run_id, run_dir, save_record
 from .runtime.artifacts import sha256
 from .store import RunStore, store_path
@@ -291,12 +292,13 @@ def _cell_failure(
         )
     number = int(failing["cell"])
     cell = next(c for c in notebook.cells if c.number == number)
+    line = failing["line"]
     error = ExecutionFailed(
         f"{ename}: {evalue}",
         "fix the cell and run again; the partly executed notebook is in the run folder",
         cell=number,
         role=cell.role,
-        line=failing["line"],
+        line=line + leading_blank_lines(cell.source) if line else line,
     )
     error.ename, error.evalue = ename, evalue
     return error

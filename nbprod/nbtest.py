@@ -33,9 +33,12 @@ from .exceptions import ExecutionFailed, NbprodError
 from .execute import ANSI, CELL_LINE
 from .facts import Problem
 from .notebook import load_notebook
+from .parsing import leading_blank_lines
 from .runs import RunRecord, run_dir
 
 if TYPE_CHECKING:
+    from papermill.exceptions import PapermillExecutionError
+
     from .forkserver import ForkServer
 
 STAGES = ("check", "execute", "parity")
@@ -223,7 +226,7 @@ class Tester:
                 "\n".join(
                     [
                         f"cell {error.cell_index + 1}: {error.ename}: {error.evalue}",
-                        *_marked_source(error.source, _traceback_line(error.traceback)),
+                        *_marked_source(error.source, _user_line(error)),
                         *_kernel_traceback(error.traceback),
                         f"executed notebook: {output}",
                     ]
@@ -370,6 +373,7 @@ def _kernel_traceback(traceback: list[str]) -> list[str]:
     return ["--- kernel traceback ---", *(f"E   {line}" for line in lines)]
 
 
-def _traceback_line(traceback: list[str]) -> int | None:
-    match = CELL_LINE.search(ANSI.sub("", "\n".join(traceback)))
-    return int(match.group(1)) if match else None
+def _user_line(error: PapermillExecutionError) -> int | None:
+    """The failing line as the user counts it in the cell (see ``leading_blank_lines``)."""
+    match = CELL_LINE.search(ANSI.sub("", "\n".join(error.traceback)))
+    return int(match.group(1)) + leading_blank_lines(error.source) if match else None

@@ -55,7 +55,14 @@ class ParsedCell:
 
 
 def parse_cell(source: str) -> ParsedCell:
-    """Parse one cell; never raises for bad input (the error is kept on the result)."""
+    """Parse one cell; never raises for bad input (the error is kept on the result).
+
+    Line numbers count from the cell's first line, blank lines above the code included
+    (IPython drops those before running a cell; see ``leading_blank_lines``).
+    """
+    blank = leading_blank_lines(source)
+    if blank:
+        return _shift(parse_cell(source.split("\n", blank)[blank]), blank)
     cell = ParsedCell(source=source)
     tree = _plain_python(source)
     if tree is None:
@@ -107,6 +114,18 @@ def parse_cell(source: str) -> ParsedCell:
     return cell
 
 
+def leading_blank_lines(source: str) -> int:
+    """How many empty or whitespace-only lines open the cell.
+
+    IPython removes them before it compiles a cell, so the line numbers of its
+    tracebacks are that many lines short of the line the user sees.
+    """
+    for count, line in enumerate(source.split("\n")):
+        if line.strip():
+            return count
+    return 0  # nothing but blank lines: nothing to number
+
+
 def _plain_python(source: str) -> ast.Module | None:
     """The tree of a cell IPython's transformer would return unchanged, else None.
 
@@ -144,7 +163,8 @@ def _line_magic_statement(args: list[str], line: int) -> list[ast.stmt]:
 
 
 def _shift(cell: ParsedCell, lines: int) -> ParsedCell:
-    """Line numbers of a ``%%time`` body count from the cell's first line."""
+    """Line numbers of a ``%%time`` body, or of code below blank lines, count from the
+    cell's first line."""
     for node in cell.statements:
         ast.increment_lineno(node, lines)
     cell.source = "\n" * lines + cell.source

@@ -147,6 +147,18 @@ def test_failing_cell_names_the_cell_and_keeps_the_partial_notebook(tmp_path: Pa
     assert data_cell["execution_count"] is not None, "cells before the failure ran"
 
 
+def test_a_failing_line_below_blank_lines_is_the_line_the_user_sees(tmp_path: Path) -> None:
+    # The kernel numbers lines without the blank lines that open a cell.
+    notebook = small(
+        tmp_path,
+        ("train", "\n\nw = 1\nboom = 1 / 0"),
+        ("inference", "def predict(x):\n    return x * w"),
+    )
+    result = nbprod("run", notebook)
+    assert result.returncode == 1
+    assert "cell 1 (train), line 4: ZeroDivisionError" in result.stderr
+
+
 def test_failed_run_json_reports_failure(tmp_path: Path) -> None:
     notebook = small(
         tmp_path, ("train", "w = 1 / 0"), ("inference", "def predict(x):\n    return w")

@@ -300,3 +300,25 @@ def test_checking_a_notebook_without_magics_does_not_import_ipython() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "lines", "error_line"),
+    [
+        ("\nx = y", [2], None),
+        ("  \n\n%time x = 1\ny = z", [3, 4], None),
+        ("\n\n%%time\nx = 1\ny = 2", [4, 5], None),
+        ("\r\n\r\nx = y", [3], None),
+        ("\n\nfoo(", [], 3),
+        ("\n\n%matplotlib inline\nfoo(", [], 4),
+    ],
+)
+def test_lines_count_from_the_cells_first_line_blank_lines_included(
+    source: str, lines: list[int], error_line: int | None
+) -> None:
+    # IPython drops the blank lines above a cell's code before it parses it.
+    cell = parse_cell(source)
+    assert [statement.lineno for statement in cell.statements] == lines
+    assert (cell.syntax_error.lineno if cell.syntax_error else None) == error_line
+    for statement in cell.statements:
+        assert cell.segment(statement) in source.splitlines()[statement.lineno - 1]
