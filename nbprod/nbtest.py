@@ -37,8 +37,6 @@ from .parsing import leading_blank_lines
 from .runs import RunRecord, run_dir
 
 if TYPE_CHECKING:
-    from papermill.exceptions import PapermillExecutionError
-
     from .forkserver import ForkServer
 
 STAGES = ("check", "execute", "parity")
@@ -202,40 +200,63 @@ class Tester:
     def execute_plain(self, path: Path) -> Path:
         """Run every cell of a notebook without roles into a copy; return the copy's path.
 
-        The copy is removed when the run passes (unless ``keep``), kept when it fails.
+        nbclient runs it as nbmake does: a cell tagged ``raises-exception`` may raise,
+        one tagged ``skip-execution`` is not run. The copy, partial when a cell failed,
+        is removed when the run passes (unless ``keep``), kept when it fails.
         """
-        import papermill
-        from papermill.exceptions import PapermillExecutionError
+        import nbformat
+        from jupyter_client.kernelspec import NoSuchKernel
+        from nbclient import NotebookClient
+        from nbclient.exceptions import CellExecutionError
 
-        output = Path(tempfile.mkdtemp(prefix="nbprod-plain-")) / path.name
-        manager = self._manager_class(path)
-        options: dict[str, Any] = {"kernel_manager_class": manager} if manager else {}
         try:
-            papermill.execute_notebook(
-                str(path),
-                str(output),
-                kernel_name=_kernel_name(path),
-                language="python",
-                cwd=str(path.parent),
-                progress_bar=False,
-                execution_timeout=self.timeout,
-                **options,
-            )
-        except PapermillExecutionError as error:
+            node = nbformat.read(str(path), as_version=4)
+        except Exception as error:  # nbformat's reading errors have no common base
+            raise StageFailed(f"{path} cannot be read as a notebook: {error}") from None
+        kernel, language = _plain_kernel(node, path)
+        manager = self._manager_class(path) if kernel == _kernel_name(path) else None
+        options: dict[str, Any] = {"kernel_manager_class": manager} if manager else {}
+        started: list[int] = []
+
+        def on_cell_start(cell: object, cell_index: int, **_: object) -> None:
+            started.append(cell_index)
+
+        client = NotebookClient(
+            node,
+            kernel_name=kernel,
+            timeout=self.timeout,
+            resources={"metadata": {"path": str(path.parent)}},
+            on_cell_start=on_cell_start,
+            **options,
+        )
+        output = Path(tempfile.mkdtemp(prefix="nbprod-plain-")) / path.name
+        try:
+            client.execute()
+        except CellExecutionError as error:
+            cell = node.cells[started[-1]]
+            traceback = _error_traceback(cell)
             raise StageFailed(
                 "\n".join(
                     [
-                        f"cell {error.cell_index + 1}: {error.ename}: {error.evalue}",
-                        *_marked_source(error.source, _user_line(error)),
-                        *_kernel_traceback(error.traceback),
+                        f"cell {started[-1] + 1}: {error.ename}: {error.evalue}",
+                        *_marked_source(cell.source, _user_line(traceback, cell.source)),
+                        *_kernel_traceback(traceback),
                         f"executed notebook: {output}",
                     ]
                 )
+            ) from None
+        except NoSuchKernel:
+            raise StageFailed(
+                f"the notebook's kernel `{kernel}` ({language}) is not installed here\n"
+                f"  fix: install that kernel (see `jupyter kernelspec list`), "
+                "or leave the notebook out of the paths"
             ) from None
         except Exception as error:  # a dead kernel or a timeout: nbclient's own errors
             raise StageFailed(
                 f"{type(error).__name__}: {error}\nexecuted notebook: {output}"
             ) from None
+        finally:
+            nbformat.write(node, str(output))
         if not self.keep:
             shutil.rmtree(output.parent, ignore_errors=True)
         return output
@@ -298,6 +319,22 @@ def _timed(stage: str, action: Callable[[], object]) -> StageResult:
     return StageResult(stage, "passed", time.perf_counter() - started, record=record)
 
 
+def _plain_kernel(node: Any, path: Path) -> tuple[str, str]:
+    """The kernel and language a notebook without roles runs on.
+
+    Python notebooks run on this interpreter (forked kernels, like every nbprod run),
+    whatever their kernelspec is called; a notebook in another language runs on its
+    own kernel, which must be installed (as nbmake and papermill run it).
+    """
+    spec = node.metadata.get("kernelspec") or {}
+    info = node.metadata.get("language_info") or {}
+    language = str(spec.get("language") or info.get("name") or "python")
+    name = str(spec.get("name") or "")
+    if language.lower() == "python" or not name:
+        return _kernel_name(path), "python"
+    return name, language
+
+
 def _kernel_name(path: Path) -> str:
     from .kernels import CURRENT_PYTHON
 
@@ -355,11 +392,7 @@ def _error_output(executed: Path) -> list[str]:
         node = nbformat.read(str(executed), as_version=4)
     except (OSError, ValueError):
         return []
-    for cell in node.cells:
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "error":
-                return list(output.get("traceback", []))
-    return []
+    return next((found for cell in node.cells if (found := _error_traceback(cell))), [])
 
 
 def _kernel_traceback(traceback: list[str]) -> list[str]:
@@ -373,7 +406,15 @@ def _kernel_traceback(traceback: list[str]) -> list[str]:
     return ["--- kernel traceback ---", *(f"E   {line}" for line in lines)]
 
 
-def _user_line(error: PapermillExecutionError) -> int | None:
+def _user_line(traceback: list[str], source: str) -> int | None:
     """The failing line as the user counts it in the cell (see ``leading_blank_lines``)."""
-    match = CELL_LINE.search(ANSI.sub("", "\n".join(error.traceback)))
-    return int(match.group(1)) + leading_blank_lines(error.source) if match else None
+    match = CELL_LINE.search(ANSI.sub("", "\n".join(traceback)))
+    return int(match.group(1)) + leading_blank_lines(source) if match else None
+
+
+def _error_traceback(cell: Any) -> list[str]:
+    """The traceback of the cell's error output, if it has one."""
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error":
+            return list(output.get("traceback", []))
+    return []

@@ -79,7 +79,13 @@ def test_a_killed_kernel_fails_execute(pytester: pytest.Pytester) -> None:
 
 
 def test_notebooks_without_roles_run_only_with_nbprod_all(pytester: pytest.Pytester) -> None:
-    write_notebook(pytester.path / "plain.ipynb", (None, "x = 1"), (None, "assert x == 1"))
+    write_notebook(
+        pytester.path / "plain.ipynb",
+        (None, "x = 1"),
+        ("raises-exception", "1 / 0"),  # the tags nbclient (and nbmake, nbval) honour
+        ("skip-execution", "raise SystemExit('never run')"),
+        (None, "assert x == 1"),
+    )
     write_notebook(pytester.path / "broken.ipynb", (None, "1 / 0"))
     without = pytester.runpytest_subprocess(*PLUGIN, "--nbprod")
     without.assert_outcomes()
@@ -136,3 +142,22 @@ def test_nbprod_timeout_also_bounds_notebooks_without_roles(pytester: pytest.Pyt
     result = pytester.runpytest_subprocess(*PLUGIN, "--nbprod-all", "--nbprod-timeout", "3")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*CellTimeoutError*3 seconds*", "*executed notebook: *"])
+
+
+def test_nbprod_all_runs_each_notebook_on_its_languages_kernel(pytester: pytest.Pytester) -> None:
+    python = write_notebook(pytester.path / "conda_env.ipynb", (None, "import sys\nx = 1"))
+    r = write_notebook(pytester.path / "analysis_r.ipynb", (None, "x <- c(1, 2)\nmean(x)"))
+    for path, spec in [
+        (python, {"name": "conda-env-research-py", "language": "python", "display_name": "P"}),
+        (r, {"name": "ir", "language": "R", "display_name": "R"}),
+    ]:
+        node = json.loads(path.read_text())
+        node["metadata"]["kernelspec"] = spec
+        path.write_text(json.dumps(node))
+    result = pytester.runpytest_subprocess(*PLUGIN, "--nbprod-all", "-v")
+    # A Python notebook runs here whatever its kernelspec is called; R code is not run
+    # as Python: its kernel is asked for, and it is not installed on this machine.
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*conda_env.ipynb::execute PASSED*", "*kernel `ir` (R) is not installed here*"]
+    )
