@@ -34,7 +34,7 @@ from .store import RunStore, store_path
 EXECUTED = "executed.ipynb"
 SOURCE = "notebook.ipynb"  # the notebook as it was when the run started
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-CELL_LINE = re.compile(r"(?:Cell In\s*\[\d*\]|<ipython-input-\d+-\w+>), line (\d+)")
+_CELL_LINE = re.compile(r"(?:Cell In\s*\[\d*\]|<ipython-input-\d+-\w+>), line (\d+)")
 
 
 def parse_parameter(text: str) -> tuple[str, Any]:
@@ -257,16 +257,28 @@ def _strip_output(output: Path) -> nbformat.NotebookNode | None:
 
 def _failing_cell(executed: nbformat.NotebookNode) -> dict[str, Any] | None:
     for cell in executed.cells:
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "error":
-                traceback = ANSI.sub("", "\n".join(out.get("traceback", [])))
-                match = CELL_LINE.search(traceback)
-                return {
-                    "cell": cell.metadata.get(SOURCE_CELL),
-                    "injected": bool(cell.metadata.get(INJECTED)),
-                    "line": int(match.group(1)) if match else None,
-                }
+        traceback = error_traceback(cell)
+        if traceback:
+            return {
+                "cell": cell.metadata.get(SOURCE_CELL),
+                "injected": bool(cell.metadata.get(INJECTED)),
+                "line": traceback_line(traceback),
+            }
     return None
+
+
+def error_traceback(cell: nbformat.NotebookNode) -> list[str]:
+    """The traceback of the cell's error output, if it has one."""
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error":
+            return list(output.get("traceback", []))
+    return []
+
+
+def traceback_line(traceback: list[str]) -> int | None:
+    """The line of the cell a kernel's traceback points at (IPython's own count)."""
+    match = _CELL_LINE.search(ANSI.sub("", "\n".join(traceback)))
+    return int(match.group(1)) if match else None
 
 
 def _partial_notebook(

@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .analysis import analyze
 from .exceptions import ExecutionFailed, NbprodError
-from .execute import ANSI, CELL_LINE
+from .execute import ANSI, error_traceback, traceback_line
 from .facts import Problem
 from .notebook import load_notebook
 from .parsing import leading_blank_lines
@@ -234,7 +234,7 @@ class Tester:
             client.execute()
         except CellExecutionError as error:
             cell = node.cells[started[-1]]
-            traceback = _error_traceback(cell)
+            traceback = error_traceback(cell)
             raise StageFailed(
                 "\n".join(
                     [
@@ -392,7 +392,7 @@ def _error_output(executed: Path) -> list[str]:
         node = nbformat.read(str(executed), as_version=4)
     except (OSError, ValueError):
         return []
-    return next((found for cell in node.cells if (found := _error_traceback(cell))), [])
+    return next((found for cell in node.cells if (found := error_traceback(cell))), [])
 
 
 def _kernel_traceback(traceback: list[str]) -> list[str]:
@@ -408,13 +408,5 @@ def _kernel_traceback(traceback: list[str]) -> list[str]:
 
 def _user_line(traceback: list[str], source: str) -> int | None:
     """The failing line as the user counts it in the cell (see ``leading_blank_lines``)."""
-    match = CELL_LINE.search(ANSI.sub("", "\n".join(traceback)))
-    return int(match.group(1)) + leading_blank_lines(source) if match else None
-
-
-def _error_traceback(cell: Any) -> list[str]:
-    """The traceback of the cell's error output, if it has one."""
-    for output in cell.get("outputs", []):
-        if output.get("output_type") == "error":
-            return list(output.get("traceback", []))
-    return []
+    line = traceback_line(traceback)
+    return line + leading_blank_lines(source) if line else None

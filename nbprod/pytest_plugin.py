@@ -111,6 +111,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return None
     from xdist.scheduler import LoadScopeScheduling
 
+    # xdist ships no type information, so its class is Any to mypy: subclassing it is
+    # the documented way to choose scopes (LoadScopeScheduling._split_scope).
     class NotebookScheduling(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
             file, _, _ = nodeid.partition("::")
@@ -178,8 +180,8 @@ def _require(item: pytest.Item, stage: str) -> _Outcome:
     except StageFailed:
         known = _recall(item, stage) or _Outcome(failed=f"{stage} failed")
     if known.failed:
-        # Not a way to green: the earlier item of this notebook already failed the run;
-        # this one cannot run without its result, and says which item to read.
+        # Not a way to green: the earlier item of this notebook already failed the run, so
+        # the session fails; this one cannot run without that result and names the item.
         pytest.skip(f"{known.failed}: see {item.path.name}::{stage}")
     return known
 

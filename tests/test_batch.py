@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from paths import EXAMPLES, copy_example
-from tools import make_venv, nbprod
+from tools import make_venv, run_and_extract
 
 pytestmark = pytest.mark.slow
 
@@ -66,12 +66,8 @@ class Shipped:
 def shipped(tmp_path_factory: pytest.TempPathFactory) -> Shipped:
     """The example run, extracted and installed with its ``parquet`` extra in a clean venv."""
     root = tmp_path_factory.mktemp("batch")
-    notebook = copy_example(NAME, root / "project")
-    run = nbprod("run", notebook, "--json")
-    assert run.returncode == 0, run.stdout + run.stderr
     package = root / "package"
-    extract = nbprod("extract", notebook, "--run", json.loads(run.stdout)["id"], "-o", package)
-    assert extract.returncode == 0, extract.stderr
+    run_and_extract(copy_example(NAME, root / "project"), package)
     python = make_venv(root / "venv", f"{package}[parquet]")
     schema = json.loads((package / "src" / NAME / "schema.json").read_text())
     return Shipped(root, python, python.parent / NAME.replace("_", "-"), schema)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import tools
 from nbbuild import write_notebook
 from tools import nbprod
 
@@ -21,12 +22,8 @@ pytestmark = pytest.mark.slow
 def run_and_extract(
     tmp_path: Path, *cells: tuple[str | None, str], params: tuple[str, ...] = (), name: str = "demo"
 ) -> Path:
-    notebook = write_notebook(tmp_path / f"{name}.ipynb", *cells)
-    run = nbprod("run", notebook, "--json", *params)
-    assert run.returncode == 0, run.stdout + run.stderr
     package = tmp_path / "pkg"
-    result = nbprod("extract", notebook, "--run", json.loads(run.stdout)["id"], "-o", package)
-    assert result.returncode == 0, result.stderr
+    tools.run_and_extract(write_notebook(tmp_path / f"{name}.ipynb", *cells), package, *params)
     return package
 
 

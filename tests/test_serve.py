@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -26,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from paths import copy_example
-from tools import make_venv, nbprod
+from tools import free_port, make_venv, run_and_extract
 
 from nbprod.runtime.values import assert_same, decode
 
@@ -94,13 +93,8 @@ class Server:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     root = tmp_path_factory.mktemp("serve")
-    notebook = copy_example(NAME, root / "project")
-    run = nbprod("run", notebook, "--json")
-    assert run.returncode == 0, run.stdout + run.stderr
-    summary = json.loads(run.stdout)
     package_dir = root / "package"
-    extract = nbprod("extract", notebook, "--run", summary["id"], "-o", package_dir)
-    assert extract.returncode == 0, extract.stdout + extract.stderr
+    summary = run_and_extract(copy_example(NAME, root / "project"), package_dir)
     python = make_venv(root / "venv", f"{package_dir}[serve]")
     parity = Path(summary["folder"]) / "parity"
     return Installed(package_dir, summary["id"], parity, python, root)
@@ -127,13 +121,6 @@ def running(
         yield server
     finally:
         stop(process)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_healthy(server: Server, timeout: float = 180) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from paths import ROOT
 
@@ -25,6 +28,24 @@ def nbprod(
         timeout=timeout,
         env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"},
     )
+
+
+def run_and_extract(notebook: Path, package: Path, *params: str) -> dict[str, Any]:
+    """``nbprod run NOTEBOOK --json PARAMS`` then ``nbprod extract`` of that run into
+    ``package``, both asserted to succeed; returns the run's summary (id, folder, ...)."""
+    run = nbprod("run", notebook, "--json", *params)
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary: dict[str, Any] = json.loads(run.stdout)
+    extract = nbprod("extract", notebook, "--run", summary["id"], "-o", package)
+    assert extract.returncode == 0, extract.stdout + extract.stderr
+    return summary
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def make_venv(folder: Path, *requirements: str | Path, index: list[str] | None = None) -> Path:

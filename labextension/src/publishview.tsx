@@ -9,7 +9,7 @@ import * as React from 'react';
 
 import { FINISHED, IJob } from './api';
 import { NbprodModel } from './model';
-import { JobFailure } from './sweepview';
+import { CancelButton, JobFailure } from './sweepview';
 
 function Markdown(props: { text: string; rendermime: IRenderMimeRegistry | null }): JSX.Element {
   const { text, rendermime } = props;
@@ -234,15 +234,7 @@ export function PublishView(props: {
         >
           <div>
             publish: <b>{job.status}</b>
-            {busy && (
-              <button
-                className="jp-mod-styled jp-mod-warn"
-                data-nbprod-action="cancel-publish"
-                onClick={() => void model.cancel(job)}
-              >
-                Cancel
-              </button>
-            )}
+            {busy && <CancelButton job={job} model={model} />}
           </div>
           <Steps job={job} />
           <PublishResult job={job} rendermime={rendermime} />

@@ -23,6 +23,20 @@ export function JobFailure(props: { model: NbprodModel; kind: 'sweep' | 'publish
   );
 }
 
+/** Cancels a running job (`data-nbprod-action="cancel-<kind>"`). */
+export function CancelButton(props: { job: IJob; model: NbprodModel }): JSX.Element {
+  const { job, model } = props;
+  return (
+    <button
+      className="jp-mod-styled jp-mod-warn"
+      data-nbprod-action={`cancel-${job.kind}`}
+      onClick={() => void model.cancel(job)}
+    >
+      Cancel
+    </button>
+  );
+}
+
 function SweepProgress(props: { job: IJob; model: NbprodModel }): JSX.Element {
   const { job, model } = props;
   const { total = 0, done = 0, failed = 0, running = 0 } = job.progress;
@@ -39,15 +53,7 @@ function SweepProgress(props: { job: IJob; model: NbprodModel }): JSX.Element {
       <span>
         {done}/{total} done, {failed} failed, {running} running: <b>{job.status}</b>
       </span>
-      {!finished && (
-        <button
-          className="jp-mod-styled jp-mod-warn"
-          data-nbprod-action="cancel-sweep"
-          onClick={() => void model.cancel(job)}
-        >
-          Cancel
-        </button>
-      )}
+      {!finished && <CancelButton job={job} model={model} />}
       {job.status === 'failed' && job.error && (
         <div className="jp-nbprod-failure">
           {job.error.message}
