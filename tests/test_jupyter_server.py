@@ -627,7 +627,9 @@ def test_a_publish_job_places_a_verified_wheel_in_dist(api: Api, workspace: Work
     done = api.job(job["id"], finished, timeout=600)
     assert done["status"] == "succeeded", done
     result = done["result"]
-    assert result["package"] == "scored" and result["run_id"] == workspace.runs[-1]["id"]
+    # the sweep's two runs ran side by side: "latest" is the one that started last
+    latest = max(workspace.runs, key=lambda run: run["started"])
+    assert result["package"] == "scored" and result["run_id"] == latest["id"]
     assert sorted(Path(f).suffix for f in result["files"]) == [".gz", ".whl"]
     for file in result["files"]:
         assert file.startswith("dist/scored-") and (workspace.root / file).is_file()
