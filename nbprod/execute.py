@@ -33,6 +33,8 @@ from .store import RunStore, store_path
 
 EXECUTED = "executed.ipynb"
 SOURCE = "notebook.ipynb"  # the notebook as it was when the run started
+RAISES = "raises-exception"  # the cell tag nbclient (and nbmake) let raise
+PAPERMILL_MARKER = "papermill-error-cell-tag"  # papermill's "an exception was encountered" cells
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _CELL_LINE = re.compile(r"(?:Cell In\s*\[\d*\]|<ipython-input-\d+-\w+>), line (\d+)")
 
@@ -200,7 +202,10 @@ def _execute(
         )
     except PapermillExecutionError as error:
         executed = _strip_output(output)
-        raise _cell_failure(notebook, executed, error.ename, error.evalue) from None
+        # papermill fails a run on any error output, even one nbclient allowed: a cell
+        # tagged raises-exception is expected to raise, and the run went on past it
+        if executed is None or executed.metadata.get("nbprod_failing") is not None:
+            raise _cell_failure(notebook, executed, error.ename, error.evalue) from None
     except (DeadKernelError, CellTimeoutError) as error:
         partial = _partial_notebook(prepared, live)
         running = live[max(live)] if live else None
@@ -249,6 +254,9 @@ def _strip_output(output: Path) -> nbformat.NotebookNode | None:
         return None
     executed = nbformat.read(str(output), as_version=4)
     failing = _failing_cell(executed)
+    executed.cells = [
+        c for c in executed.cells if PAPERMILL_MARKER not in c.metadata.get("tags", [])
+    ]
     nbformat.write(strip(executed), str(output))
     if failing is not None:
         executed.metadata["nbprod_failing"] = failing
@@ -256,13 +264,19 @@ def _strip_output(output: Path) -> nbformat.NotebookNode | None:
 
 
 def _failing_cell(executed: nbformat.NotebookNode) -> dict[str, Any] | None:
+    """The first cell whose error stopped the run (a raises-exception cell did not)."""
     for cell in executed.cells:
-        traceback = error_traceback(cell)
-        if traceback:
+        if RAISES in cell.metadata.get("tags", []):
+            continue
+        error = next((o for o in cell.get("outputs", []) if o.get("output_type") == "error"), None)
+        if error is not None or cell.metadata.get("papermill", {}).get("exception") is True:
+            traceback = list(error.get("traceback", [])) if error is not None else []
             return {
                 "cell": cell.metadata.get(SOURCE_CELL),
                 "injected": bool(cell.metadata.get(INJECTED)),
                 "line": traceback_line(traceback),
+                "ename": error.get("ename") if error is not None else None,
+                "evalue": error.get("evalue") if error is not None else None,
             }
     return None
 
@@ -302,6 +316,9 @@ def _cell_failure(
             "see the executed notebook in the run folder",
             cell=notebook.cells[-1].number if notebook.cells else 0,
         )
+    # papermill names the first error output, which may be an allowed one: use the cell's own
+    if failing.get("ename") is not None:
+        ename, evalue = failing["ename"], failing["evalue"] or ""
     number = int(failing["cell"])
     cell = next(c for c in notebook.cells if c.number == number)
     line = failing["line"]

@@ -159,6 +159,40 @@ def test_a_failing_line_below_blank_lines_is_the_line_the_user_sees(tmp_path: Pa
     assert "cell 1 (train), line 4: ZeroDivisionError" in result.stderr
 
 
+def test_a_cell_tagged_raises_exception_may_raise(tmp_path: Path) -> None:
+    # As nbclient and nbmake run it: the error is expected, the run goes on past it.
+    notebook = small(
+        tmp_path,
+        *SMALL[:4],
+        ("raises-exception", "predict(None) + 'oops'"),
+        *SMALL[4:],
+    )
+    result = nbprod("run", notebook, "--json")
+    assert result.returncode == 0, result.stderr
+    run = json.loads(result.stdout)
+    assert run["status"] == "succeeded" and "w" in run["artifacts"], run
+    assert any(Path(run["folder"], "parity").iterdir()), "the example call after it was recorded"
+    executed = json.loads(Path(run["folder"], "executed.ipynb").read_text())
+    errors = [o for c in executed["cells"] for o in c.get("outputs", []) if "ename" in o]
+    assert [e["ename"] for e in errors] == ["TypeError"], "the allowed error is kept"
+    markers = [c for c in executed["cells"] if "papermill-error-cell-tag" in str(c["metadata"])]
+    assert markers == [], "papermill's error banner is not left in the executed notebook"
+
+
+def test_a_failure_after_an_allowed_error_names_its_own_cell(tmp_path: Path) -> None:
+    notebook = small(
+        tmp_path,
+        ("data", "xs = [1, 2]"),
+        ("raises-exception", "int('x')"),
+        ("train", "w = 1\nboom = {}['missing']"),
+        ("inference", PREDICT_W),
+    )
+    result = nbprod("run", notebook)
+    assert result.returncode == 1
+    assert "cell 3 (train), line 2: KeyError: 'missing'" in result.stderr
+    assert "ValueError" not in result.stderr
+
+
 def test_failed_run_json_reports_failure(tmp_path: Path) -> None:
     notebook = small(
         tmp_path, ("train", "w = 1 / 0"), ("inference", "def predict(x):\n    return w")
