@@ -75,7 +75,7 @@ def test(
     started = time.perf_counter()
     try:
         with Tester(fork=not no_fork, keep=keep, timeout=timeout) as tester:
-            tester.expect(path for path, tagged in selected if tagged)
+            tester.expect(path for path, _ in selected)
             for path, tagged in selected:
                 result = tester.test(path, tagged)
                 results.append(result)

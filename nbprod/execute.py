@@ -24,7 +24,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from .analysis import Analysis, analyze
 from .exceptions import Cancelled, CheckFailed, ExecutionFailed, NbprodError, UsageError
 from .instrument import INJECTED, SOURCE_CELL, instrument, strip
-from .kernels import CURRENT_PYTHON, kernel_manager_for
+from .kernels import CURRENT_PYTHON, declared_kernel, kernel_manager_for
 from .notebook import Notebook, load_notebook
 from .parsing import leading_blank_lines
 from .runs import RunRecord, new_run_id, run_dir, save_record
@@ -225,11 +225,7 @@ def _execute(
 
 
 def _language(notebook: Notebook) -> str:
-    metadata = notebook.node.metadata
-    language = metadata.get("kernelspec", {}).get("language") or metadata.get(
-        "language_info", {}
-    ).get("name")
-    return str(language or "python")
+    return declared_kernel(notebook.node.metadata)[1]
 
 
 def _run_budget(seconds: float) -> Any:

@@ -283,23 +283,30 @@ class Tester:
     # -- kernels --------------------------------------------------------------------------
 
     def _manager_class(self, path: Path) -> type | None:
-        """A fork-server kernel manager (a new class per run: it records how it started)."""
+        """A fork-server kernel manager (a new class per run: it records how it started).
+
+        The fork server pays for itself from the second notebook on: one notebook alone
+        gets a kernel of its own, started as a new process.
+        """
         from .kernels import kernel_manager_for
 
-        if not self.fork:
-            return kernel_manager_for(_kernel_name(path))
         self.expect([path])
+        if not self.fork or (self._server is None and len(self._expected) < 2):
+            return kernel_manager_for(_kernel_name(path))
         return self._fork_server().manager_class()
 
     def _fork_server(self) -> ForkServer:
         if self._server is None:
+            from .discover import has_roles
             from .forkserver import ForkServer
-            from .sweep import RUNTIME_MODULES, preload_modules
+            from .sweep import RUNTIME_MODULES, notebook_imports
 
-            modules = list(RUNTIME_MODULES)
+            # nbprod's recorder (skops.io loads most of sklearn) runs in tagged notebooks only
+            tagged = any(has_roles(notebook) for notebook in self._expected)
+            modules = list(RUNTIME_MODULES) if tagged else []
             for notebook in self._expected:
                 try:
-                    modules += preload_modules(notebook)
+                    modules += notebook_imports(notebook)
                 except NbprodError:
                     continue  # its own stage reports what is wrong with it
             self._scratch = tempfile.mkdtemp(prefix="nbprod-test-")
@@ -326,10 +333,9 @@ def _plain_kernel(node: Any, path: Path) -> tuple[str, str]:
     whatever their kernelspec is called; a notebook in another language runs on its
     own kernel, which must be installed (as nbmake and papermill run it).
     """
-    spec = node.metadata.get("kernelspec") or {}
-    info = node.metadata.get("language_info") or {}
-    language = str(spec.get("language") or info.get("name") or "python")
-    name = str(spec.get("name") or "")
+    from .kernels import declared_kernel
+
+    name, language = declared_kernel(node.metadata)
     if language.lower() == "python" or not name:
         return _kernel_name(path), "python"
     return name, language

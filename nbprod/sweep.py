@@ -182,9 +182,13 @@ RUNTIME_MODULES = (
 def preload_modules(notebook_path: str | Path) -> list[str]:
     """The modules the notebook and nbprod's recorder import, imported once by the fork
     server so that no forked kernel pays for them."""
-    analysis = analyze(load_notebook(notebook_path))
-    modules = list(RUNTIME_MODULES)
-    for imported in analysis.imports.values():
+    return list(dict.fromkeys([*RUNTIME_MODULES, *notebook_imports(notebook_path)]))
+
+
+def notebook_imports(notebook_path: str | Path) -> list[str]:
+    """The absolute modules the notebook's cells import, in the order they first appear."""
+    modules = []
+    for imported in analyze(load_notebook(notebook_path)).imports.values():
         text = imported.statement.split()
         if text[0] == "import" or not text[1].startswith("."):
             modules.append(text[1])

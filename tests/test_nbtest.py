@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nbbuild import SMALL, write_notebook
+from nbbuild import SMALL, notebook_node, write_notebook
 from tools import nbprod
 
 from nbprod.runs import load_record, run_dir
@@ -57,7 +57,9 @@ def test_a_folder_gets_a_table_of_every_stage_and_exit_1(tmp_path: Path) -> None
 
 def test_json_all_and_explicit_notebooks(tmp_path: Path) -> None:
     good = _small(tmp_path / "good.ipynb")
-    write_notebook(tmp_path / "plain.ipynb", (None, "x = 1"), (None, "assert x == 1"))
+    plain = notebook_node((None, "x = 1"), (None, "assert x == 1"))
+    plain.metadata["kernelspec"] = "hand-edited: not an object"  # read as no kernelspec
+    (tmp_path / "plain.ipynb").write_text(json.dumps(plain))
 
     result = nbprod("test", "--all", "--json", "--no-fork", ".", cwd=tmp_path)
 
