@@ -84,9 +84,9 @@ def test(
                     break
     except Cancelled as error:
         err.print(f"[yellow]{escape(str(error))}[/]")
-        _report(results, time.perf_counter() - started, as_json)
+        _report(results, time.perf_counter() - started, as_json, len(selected) - len(results))
         sys.exit(130)
-    _report(results, time.perf_counter() - started, as_json)
+    _report(results, time.perf_counter() - started, as_json, len(selected) - len(results))
     if not all(result.ok for result in results):
         sys.exit(1)
 
@@ -119,7 +119,7 @@ def _progress(result: NotebookResult) -> None:
     err.print(f"{escape(str(result.path))}: {stages} ({result.seconds:.1f} s)")
 
 
-def _report(results: list[NotebookResult], seconds: float, as_json: bool) -> None:
+def _report(results: list[NotebookResult], seconds: float, as_json: bool, not_run: int = 0) -> None:
     from .nbtest import STAGES
 
     if as_json:
@@ -138,4 +138,6 @@ def _report(results: list[NotebookResult], seconds: float, as_json: bool) -> Non
     failed = sum(not result.ok for result in results)
     summary = f"{len(results)} notebook{'s' * (len(results) != 1)}: "
     summary += f"{len(results) - failed} passed, {failed} failed in {seconds:.1f} s"
+    if not_run:
+        summary += f"; stopped there, {not_run} not run"
     out.print(f"[bold red]{summary}[/]" if failed else f"[green]{summary}[/]")

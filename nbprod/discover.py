@@ -64,11 +64,16 @@ def _under(folder: Path) -> list[Path]:
     return notebooks
 
 
+_OWN_ROLES = frozenset(ROLES) - {"parameters"}  # the tags only nbprod gives
+
+
 def has_roles(path: Path) -> bool:
     """Whether any code cell of the notebook carries an nbprod role tag.
 
-    Reads only the JSON (no validation), so that deciding costs little, and reads tags
-    as ``load_notebook`` does (``" Train"`` is ``train``); a file that cannot be read
+    ``parameters`` alone does not count: it is papermill's tag first, and a notebook
+    that papermill parameterises is not one nbprod extracts until it tags more. Reads
+    only the JSON (no validation), so that deciding costs little, and reads tags as
+    ``load_notebook`` does (``" Train"`` is ``train``); a file that cannot be read
     counts as having roles, so that its check reports what is wrong.
     """
     try:
@@ -76,7 +81,7 @@ def has_roles(path: Path) -> bool:
         return any(
             cell.get("cell_type") == "code"
             and any(
-                str(tag).strip().lower() in ROLES
+                str(tag).strip().lower() in _OWN_ROLES
                 for tag in (cell.get("metadata") or {}).get("tags") or ()
             )
             for cell in document.get("cells", [])

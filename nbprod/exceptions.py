@@ -8,6 +8,7 @@ one mapping from error to process exit status; the CLI reads it and nothing else
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 
@@ -96,16 +97,17 @@ def _rebuild_cell_error(
 class CheckFailed(NbprodError):
     """Static analysis found problems that make the notebook impossible to extract."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], notebook: str = "NOTEBOOK") -> None:
         self.problems = problems
+        self.notebook = notebook
         count = len(problems)
         super().__init__(
             f"the notebook has {count} problem{'s' if count != 1 else ''}:\n" + "\n".join(problems),
-            "run `nbprod check NOTEBOOK` and fix each problem it lists",
+            f"run `nbprod check {shlex.quote(notebook)}` and fix each problem it lists",
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.problems,))
+        return (type(self), (self.problems, self.notebook))
 
 
 class ExecutionFailed(CellError):

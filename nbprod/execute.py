@@ -93,7 +93,7 @@ def run_notebook(
     notebook = load_notebook(path)
     analysis = analyze(notebook)
     if not analysis.ok:
-        raise CheckFailed([str(p) for p in analysis.errors])
+        raise CheckFailed([str(p) for p in analysis.errors], str(notebook.path))
     parameters = resolve_parameters(analysis, overrides or {})
     kernel = options.kernel or notebook.settings.kernel or CURRENT_PYTHON
     run_id = options.run_id or new_run_id()
@@ -182,7 +182,7 @@ def _execute(
     engine_options: dict[str, Any] = {"on_cell_start": started, "shutdown_kernel": "immediate"}
     timeout = options.timeout
     if timeout:
-        engine_options["timeout_func"] = _run_budget(timeout)
+        engine_options["timeout_func"] = run_budget(timeout)
     manager = options.kernel_manager_class or kernel_manager_for(kernel)
     if manager is not None:
         engine_options["kernel_manager_class"] = manager
@@ -228,7 +228,7 @@ def _language(notebook: Notebook) -> str:
     return declared_kernel(notebook.node.metadata)[1]
 
 
-def _run_budget(seconds: float) -> Any:
+def run_budget(seconds: float) -> Any:
     """One time budget for the user's cells: each may use what the earlier ones left.
 
     It starts with the first user cell, so nbprod's own recording cells do not eat it.
@@ -277,8 +277,15 @@ def _failing_cell(executed: nbformat.NotebookNode) -> dict[str, Any] | None:
     return None
 
 
+def error_heading(ename: str, evalue: str) -> str:
+    """``Name: value``, or the name alone for an exception raised without a message."""
+    return f"{ename}: {evalue}" if evalue else ename
+
+
 def error_traceback(cell: nbformat.NotebookNode) -> list[str]:
-    """The traceback of the cell's error output, if it has one."""
+    """The traceback of the cell's error output, unless the cell is tagged raises-exception."""
+    if RAISES in cell.get("metadata", {}).get("tags", []):
+        return []
     for output in cell.get("outputs", []):
         if output.get("output_type") == "error":
             return list(output.get("traceback", []))
@@ -319,7 +326,7 @@ def _cell_failure(
     cell = next(c for c in notebook.cells if c.number == number)
     line = failing["line"]
     error = ExecutionFailed(
-        f"{ename}: {evalue}",
+        error_heading(ename, evalue),
         "fix the cell and run again; the partly executed notebook is in the run folder",
         cell=number,
         role=cell.role,

@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .analysis import analyze
 from .exceptions import ExecutionFailed, NbprodError
-from .execute import ANSI, error_traceback, traceback_line
+from .execute import ANSI, error_heading, error_traceback, run_budget, traceback_line
 from .facts import Problem
 from .notebook import load_notebook
 from .parsing import leading_blank_lines
@@ -207,7 +207,7 @@ class Tester:
         import nbformat
         from jupyter_client.kernelspec import NoSuchKernel
         from nbclient import NotebookClient
-        from nbclient.exceptions import CellExecutionError
+        from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
         try:
             node = nbformat.read(str(path), as_version=4)
@@ -221,10 +221,12 @@ class Tester:
         def on_cell_start(cell: object, cell_index: int, **_: object) -> None:
             started.append(cell_index)
 
+        if self.timeout:
+            options["timeout_func"] = run_budget(self.timeout)  # for the run, as tagged ones
         client = NotebookClient(
             node,
             kernel_name=kernel,
-            timeout=self.timeout,
+            shutdown_kernel="immediate",  # as papermill's runs: no stray interrupt noise
             resources={"metadata": {"path": str(path.parent)}},
             on_cell_start=on_cell_start,
             **options,
@@ -238,7 +240,7 @@ class Tester:
             raise StageFailed(
                 "\n".join(
                     [
-                        f"cell {started[-1] + 1}: {error.ename}: {error.evalue}",
+                        f"cell {started[-1] + 1}: {error_heading(error.ename, error.evalue)}",
                         *_marked_source(cell.source, _user_line(traceback, cell.source)),
                         *_kernel_traceback(traceback),
                         f"executed notebook: {output}",
@@ -251,7 +253,23 @@ class Tester:
                 f"  fix: install that kernel (see `jupyter kernelspec list`), "
                 "or leave the notebook out of the paths"
             ) from None
-        except Exception as error:  # a dead kernel or a timeout: nbclient's own errors
+        except (DeadKernelError, CellTimeoutError) as error:
+            index = started[-1] if started else 0
+            if isinstance(error, DeadKernelError):
+                what = "the kernel died while running this cell"
+            else:
+                what = f"the run went past its timeout of {self.timeout or 0:g} s in this cell"
+            source = node.cells[index].source if node.cells else ""
+            raise StageFailed(
+                "\n".join(
+                    [
+                        f"cell {index + 1}: {what}",
+                        *_marked_source(source, None),
+                        f"executed notebook: {output}",
+                    ]
+                )
+            ) from None
+        except Exception as error:  # nbclient's other errors, e.g. a kernel that never started
             raise StageFailed(
                 f"{type(error).__name__}: {error}\nexecuted notebook: {output}"
             ) from None

@@ -149,7 +149,7 @@ def plan(
     notebook = load_notebook(notebook_path)
     analysis = analyze(notebook)
     if not analysis.ok:
-        raise CheckFailed([str(p) for p in analysis.errors])
+        raise CheckFailed([str(p) for p in analysis.errors], str(notebook.path))
     sweep_id = sweep_id or new_sweep_id()
     specs = []
     for values in grid or [{}]:

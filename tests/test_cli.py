@@ -111,6 +111,7 @@ def test_run_refuses_a_notebook_with_problems(tmp_path: Path) -> None:
     result = nbprod("run", notebook)
     assert result.returncode == 1
     assert "reads `undefined_thing`, which no cell defines" in result.stderr
+    assert f"run `nbprod check {notebook}` and fix each problem" in " ".join(result.stderr.split())
 
 
 def test_run_parameters_are_literals_and_recorded(tmp_path: Path) -> None:

@@ -83,6 +83,12 @@ def test_has_roles_on_tagged_and_untagged_notebooks(tmp_path: Path) -> None:
     assert has_roles(write_notebook(tmp_path / "tagged.ipynb", *SMALL))
     assert not has_roles(write_notebook(tmp_path / "plain.ipynb", (None, "x = 1"), "# Notes"))
     assert not has_roles(write_notebook(tmp_path / "other.ipynb", ("slow,skip", "x = 1")))
+    # papermill's own tag: a notebook papermill parameterises is not an nbprod notebook
+    papermill = write_notebook(tmp_path / "papermill.ipynb", ("parameters", "n = 1"), (None, "n"))
+    assert not has_roles(papermill)
+    assert has_roles(
+        write_notebook(tmp_path / "started.ipynb", ("parameters", "n = 1"), ("train", "w = n"))
+    )
 
 
 def test_has_roles_reads_tags_as_load_notebook_does(tmp_path: Path) -> None:

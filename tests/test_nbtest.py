@@ -96,6 +96,9 @@ def test_exitfirst_stops_after_the_first_failing_notebook(tmp_path: Path) -> Non
     reports = json.loads(result.stdout)
     assert [Path(r["path"]).name for r in reports] == ["a_failing.ipynb"]
     assert "cell 2 (data), line 2: RuntimeError: boom" in reports[0]["stages"]["execute"]["error"]
+    table = nbprod("test", "-x", tmp_path)
+    assert "1 notebook: 0 passed, 1 failed in" in table.stdout
+    assert "; stopped there, 1 not run" in table.stdout
 
 
 def test_a_parity_failure_keeps_the_package_to_look_at(tmp_path: Path) -> None:

@@ -68,7 +68,7 @@ def extract(
     notebook = Notebook(user_notebook.path, notebook.node, notebook.cells, notebook.settings)
     analysis = analyze(notebook)
     if not analysis.ok:
-        raise CheckFailed([str(p) for p in analysis.errors])
+        raise CheckFailed([str(p) for p in analysis.errors], str(notebook.path))
     parity = json.loads((run_folder / "parity" / "parity.json").read_text(encoding="utf-8"))
     if not parity["calls"]:
         raise UsageError(
