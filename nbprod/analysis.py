@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .facts import CellInfo, Definition, EntryPoint, Parameter, Problem, Severity
-from .notebook import Cell, Notebook
+from .notebook import Cell, Notebook, declared_kernel
 from .parsing import parse_cell
 from .prediction import PredictionRules
 from .roles import ROLES
@@ -130,7 +130,22 @@ class _Analyzer(PredictionRules):
     def __init__(self, notebook: Notebook) -> None:
         self.notebook = notebook
         self.problems: list[Problem] = []
+        kernel, language = declared_kernel(notebook.node.metadata)
+        self.python = language == "python"
         self.cells = [self._cell(cell) for cell in notebook.cells]
+        # Reading another language as Python finds only noise: its one problem is that.
+        self.foreign = None
+        if not self.python:
+            self.foreign = Problem(
+                "error",
+                notebook.cells[0].number if notebook.cells else 1,
+                None,
+                None,
+                f"the notebook is written in {language} (kernel `{kernel or language}`): "
+                "nbprod reads and extracts Python notebooks only",
+                "write the model in a Python notebook; `nbprod test --all` still "
+                "executes this one on its own kernel",
+            )
         self.imports: dict[str, Import] = {}
         self.star_imports: list[Import] = []
         for info in self.cells:
@@ -164,7 +179,7 @@ class _Analyzer(PredictionRules):
                 f"the cell has more than one role: {roles}",
                 "keep one role tag per cell; split the cell if it does two jobs",
             )
-        if parsed.syntax_error is not None:
+        if parsed.syntax_error is not None and self.python:
             error = parsed.syntax_error
             severity: Severity = "error" if cell.role else "warning"
             self.problem(
@@ -230,7 +245,9 @@ class _Analyzer(PredictionRules):
             parameters=self.parameters,
             artifacts=artifacts,
             entry=entry,
-            problems=sorted(self.problems, key=lambda p: (p.cell, p.line or 0)),
+            problems=[self.foreign]
+            if self.foreign
+            else sorted(self.problems, key=lambda p: (p.cell, p.line or 0)),
             prediction_code=code,
             module_code=self._prediction_order(),
             role_imports={role: sorted(names) for role, names in self.role_imports.items()},

@@ -24,8 +24,8 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from .analysis import Analysis, analyze
 from .exceptions import Cancelled, CheckFailed, ExecutionFailed, NbprodError, UsageError
 from .instrument import INJECTED, SOURCE_CELL, instrument, strip
-from .kernels import CURRENT_PYTHON, declared_kernel, kernel_manager_for
-from .notebook import Notebook, load_notebook
+from .kernels import CURRENT_PYTHON, kernel_manager_for
+from .notebook import Notebook, declared_kernel, load_notebook
 from .parsing import leading_blank_lines
 from .runs import RunRecord, new_run_id, run_dir, save_record
 from .runtime.artifacts import sha256

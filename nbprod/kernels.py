@@ -76,18 +76,6 @@ class CurrentPythonKernelManager(AsyncKernelManager):
         return self._kernel_spec
 
 
-def declared_kernel(metadata: Any) -> tuple[str, str]:
-    """The kernelspec name ("" when none) and language ("python" when none) a notebook's
-    metadata declares; entries that are not objects, as hand-edited files have, count
-    as absent."""
-    spec = metadata.get("kernelspec") if isinstance(metadata, dict) else None
-    info = metadata.get("language_info") if isinstance(metadata, dict) else None
-    spec = spec if isinstance(spec, dict) else {}
-    info = info if isinstance(info, dict) else {}
-    language = spec.get("language") or info.get("name") or "python"
-    return str(spec.get("name") or ""), str(language)
-
-
 def kernel_manager_for(kernel: str | None) -> type[AsyncKernelManager] | None:
     """The manager class for a kernel name; None means jupyter_client's default lookup."""
     return CurrentPythonKernelManager if kernel in (None, CURRENT_PYTHON) else None

@@ -32,7 +32,7 @@ from .analysis import analyze
 from .exceptions import ExecutionFailed, NbprodError
 from .execute import ANSI, error_heading, error_traceback, run_budget, traceback_line
 from .facts import Problem
-from .notebook import load_notebook
+from .notebook import declared_kernel, load_notebook
 from .parsing import leading_blank_lines
 from .runs import RunRecord, run_dir
 
@@ -351,10 +351,8 @@ def _plain_kernel(node: Any, path: Path) -> tuple[str, str]:
     whatever their kernelspec is called; a notebook in another language runs on its
     own kernel, which must be installed (as nbmake and papermill run it).
     """
-    from .kernels import declared_kernel
-
     name, language = declared_kernel(node.metadata)
-    if language.lower() == "python" or not name:
+    if language == "python" or not name:
         return _kernel_name(path), "python"
     return name, language
 

@@ -177,3 +177,17 @@ def _settings(node: nbformat.NotebookNode) -> Settings:
         artifacts=tuple(meta.get("artifacts", ()) or ()),
         kernel=meta.get("kernel"),
     )
+
+
+def declared_kernel(metadata: Any) -> tuple[str, str]:
+    """The kernelspec name ("" when none) and language ("python" when none) a notebook's
+    metadata declares; entries that are not objects, as hand-edited files have, count
+    as absent."""
+    spec = metadata.get("kernelspec") if isinstance(metadata, dict) else None
+    info = metadata.get("language_info") if isinstance(metadata, dict) else None
+    spec = spec if isinstance(spec, dict) else {}
+    info = info if isinstance(info, dict) else {}
+    language = str(spec.get("language") or info.get("name") or "python")
+    if language.lower().startswith("python"):  # "Python", "python3" are Python too
+        language = "python"
+    return str(spec.get("name") or ""), language

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nbbuild import build
+from nbbuild import build, notebook_node
 
 from nbprod.analysis import Analysis, analyze
+from nbprod.notebook import Notebook, load_notebook
 
 DATA = ("data", "import pandas as pd\ndf = pd.read_csv('train.csv')")
 TRAIN = ("train", "model = fit(df)")
@@ -17,6 +18,12 @@ PREDICT = ("inference", "def predict(X):\n    return model.predict(X)")
 
 def check(tmp_path: Path, *cells: tuple[str | None, str] | str, **nbprod: Any) -> Analysis:
     return analyze(build(tmp_path, *cells, nbprod=nbprod or None))
+
+
+def load(tmp_path: Path, node: Any) -> Notebook:
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(node), encoding="utf-8")
+    return load_notebook(path)
 
 
 def errors(analysis: Analysis) -> list[tuple[int, int | None, str | None]]:
@@ -1092,3 +1099,23 @@ def test_import_in_a_later_cell_is_available_to_earlier_roles(tmp_path: Path) ->
     )
     assert analysis.errors == []
     assert analysis.role_imports == {"train": ["np"]}
+
+
+# -- the notebook's language ----------------------------------------------------------------
+
+
+def test_a_notebook_in_another_language_is_one_clear_error(tmp_path: Path) -> None:
+    node = notebook_node(("train", "model <- lm(y ~ x, data = df)"), PREDICT)
+    node.metadata["kernelspec"] = {"name": "ir", "language": "R", "display_name": "R"}
+    analysis = analyze(load(tmp_path, node))
+    assert [str(p).splitlines()[0] for p in analysis.problems] == [
+        "cell 1 (untagged): the notebook is written in R (kernel `ir`): "
+        "nbprod reads and extracts Python notebooks only"
+    ], "no Python syntax complaints about R code"
+
+
+def test_python_spelled_otherwise_is_python(tmp_path: Path) -> None:
+    for spec in ({"name": "py", "language": "Python3"}, "not an object"):
+        node = notebook_node(("train", "w = 2"), ("inference", "def predict(x):\n    return x * w"))
+        node.metadata["kernelspec"] = spec
+        assert analyze(load(tmp_path, node)).ok
