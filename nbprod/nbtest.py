@@ -243,6 +243,7 @@ class Tester:
                         f"cell {started[-1] + 1}: {error_heading(error.ename, error.evalue)}",
                         *_marked_source(cell.source, _user_line(traceback, cell.source)),
                         *_kernel_traceback(traceback),
+                        *_captured_stderr(cell),
                         f"executed notebook: {output}",
                     ]
                 )
@@ -384,10 +385,10 @@ def execution_text(path: Path, error: ExecutionFailed) -> str:
     cell = next((c for c in load_notebook(path).cells if c.number == error.cell), None)
     if cell is not None:
         lines += [f"--- {cell.label} ---", *_marked_source(cell.source, error.line)]
-    executed = None
     if error.run_id is not None:
-        executed = run_dir(path, error.run_id) / EXECUTED
-        lines += _kernel_traceback(_error_output(executed))
+        failed = _failed_cell(run_dir(path, error.run_id) / EXECUTED)
+        if failed is not None:
+            lines += [*_kernel_traceback(error_traceback(failed)), *_captured_stderr(failed)]
         lines.append(executed_line(path, error.run_id))
     return "\n".join(lines)
 
@@ -406,15 +407,31 @@ def _marked_source(source: str, line: int | None) -> list[str]:
     return [f"{'>' if number == line else ' '}   {text}" for number, text in enumerate(lines, 1)]
 
 
-def _error_output(executed: Path) -> list[str]:
-    """The traceback of the first error output in an executed notebook, if any."""
+def _failed_cell(executed: Path) -> Any:
+    """The first cell of an executed notebook with an error that stopped the run."""
     import nbformat
 
     try:
         node = nbformat.read(str(executed), as_version=4)
     except (OSError, ValueError):
+        return None
+    return next((cell for cell in node.cells if error_traceback(cell)), None)
+
+
+def _captured_stderr(cell: Any) -> list[str]:
+    """What the failing cell wrote to stderr (a shell command's own error, a warning),
+    its last lines, as pytest shows a failing test's captured stderr."""
+    text = "".join(
+        str(output.get("text", ""))
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "stream" and output.get("name") == "stderr"
+    )
+    lines = ANSI.sub("", text).strip("\n").splitlines()
+    if not lines:
         return []
-    return next((found for cell in node.cells if (found := error_traceback(cell))), [])
+    if len(lines) > TRACEBACK_LINES:
+        lines = ["...", *lines[-TRACEBACK_LINES:]]
+    return ["--- captured stderr ---", *lines]
 
 
 def _kernel_traceback(traceback: list[str]) -> list[str]:

@@ -28,7 +28,9 @@ def test_a_folder_gets_a_table_of_every_stage_and_exit_1(tmp_path: Path) -> None
     models = tmp_path / "models"
     good = _small(models / "good.ipynb")
     _small(models / "problem.ipynb", train="w = sum(xs) * a * undefined_name")
-    _small(models / "nested" / "failing.ipynb", train="w = sum(xs) * a\nraise ValueError('no')")
+    failing = "import sys\nw = sum(xs) * a\nprint('disk full', file=sys.stderr)\n"
+    failing += "raise ValueError('no')"
+    _small(models / "nested" / "failing.ipynb", train=failing)
     write_notebook(models / "plain.ipynb", (None, "1 / 0"))  # no roles, no --all: not run
     _small(models / ".ipynb_checkpoints" / "good-checkpoint.ipynb", train="raise KeyError")
 
@@ -48,6 +50,7 @@ def test_a_folder_gets_a_table_of_every_stage_and_exit_1(tmp_path: Path) -> None
     assert "models/nested/failing.ipynb::execute" in result.stdout
     assert ">   raise ValueError('no')" in result.stdout
     assert "E   ValueError: no" in result.stdout
+    assert "--- captured stderr ---\ndisk full\n" in result.stdout
     assert "3 notebooks: 1 passed, 2 failed" in result.stdout
     # The run was recorded like any other, with a kernel forked by the warm server.
     runs = [p.name for p in (good.parent / ".nbprod" / "runs").iterdir() if p.is_dir()]
