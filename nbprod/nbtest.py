@@ -32,6 +32,7 @@ from .analysis import analyze
 from .exceptions import ExecutionFailed, NbprodError
 from .execute import ANSI, error_heading, error_traceback, run_budget, traceback_line
 from .facts import Problem
+from .nbmake_settings import FOLLOWS, add_follow_ups, execution_settings
 from .notebook import declared_kernel, load_notebook
 from .parsing import leading_blank_lines
 from .runs import RunRecord, run_dir
@@ -213,6 +214,9 @@ class Tester:
             node = nbformat.read(str(path), as_version=4)
         except Exception as error:  # nbformat's reading errors have no common base
             raise StageFailed(f"{path} cannot be read as a notebook: {error}") from None
+        execution = execution_settings(node.metadata)
+        numbers = add_follow_ups(node)  # the user's cell number of every cell that runs
+        timeout = execution.timeout or self.timeout  # the notebook's own wins, as in nbmake
         kernel, language = _plain_kernel(node, path)
         manager = self._manager_class(path) if kernel == _kernel_name(path) else None
         options: dict[str, Any] = {"kernel_manager_class": manager} if manager else {}
@@ -221,11 +225,12 @@ class Tester:
         def on_cell_start(cell: object, cell_index: int, **_: object) -> None:
             started.append(cell_index)
 
-        if self.timeout:
-            options["timeout_func"] = run_budget(self.timeout)  # for the run, as tagged ones
+        if timeout:
+            options["timeout_func"] = run_budget(timeout)  # for the run, as tagged ones
         client = NotebookClient(
             node,
             kernel_name=kernel,
+            allow_errors=execution.allow_errors,
             shutdown_kernel="immediate",  # as papermill's runs: no stray interrupt noise
             resources={"metadata": {"path": str(path.parent)}},
             on_cell_start=on_cell_start,
@@ -240,7 +245,8 @@ class Tester:
             raise StageFailed(
                 "\n".join(
                     [
-                        f"cell {started[-1] + 1}: {error_heading(error.ename, error.evalue)}",
+                        f"{_plain_label(cell, numbers[started[-1]])}: "
+                        f"{error_heading(error.ename, error.evalue)}",
                         *_marked_source(cell.source, _user_line(traceback, cell.source)),
                         *_kernel_traceback(traceback),
                         *_captured_stderr(cell),
@@ -259,13 +265,13 @@ class Tester:
             if isinstance(error, DeadKernelError):
                 what = "the kernel died while running this cell"
             else:
-                what = f"the run went past its timeout of {self.timeout or 0:g} s in this cell"
-            source = node.cells[index].source if node.cells else ""
+                what = f"the run went past its timeout of {timeout or 0:g} s in this cell"
+            cell = node.cells[index] if node.cells else None
             raise StageFailed(
                 "\n".join(
                     [
-                        f"cell {index + 1}: {what}",
-                        *_marked_source(source, None),
+                        f"{_plain_label(cell, numbers[index] if numbers else 1)}: {what}",
+                        *_marked_source(cell.source if cell else "", None),
                         f"executed notebook: {output}",
                     ]
                 )
@@ -343,6 +349,13 @@ def _timed(stage: str, action: Callable[[], object]) -> StageResult:
         return StageResult(stage, "failed", time.perf_counter() - started, str(failure))
     record = value if isinstance(value, RunRecord) else None
     return StageResult(stage, "passed", time.perf_counter() - started, record=record)
+
+
+def _plain_label(cell: Any, number: int) -> str:
+    """``cell N``, or which of its nbmake settings failed when it is one added after N."""
+    if cell is not None and FOLLOWS in cell.get("metadata", {}):
+        return f"cell {number} (its nbmake mock/post_cell_execute)"
+    return f"cell {number}"
 
 
 def _plain_kernel(node: Any, path: Path) -> tuple[str, str]:

@@ -126,3 +126,52 @@ def test_timeout_fails_the_notebook_in_the_cell_that_ran_over(tmp_path: Path) ->
     assert result.returncode == 1
     assert _row(result.stdout, f"{tmp_path}/slow.ipynb")[1:4] == ["passed", "FAILED", "not run"]
     assert "cell 3 (train): the run went past its timeout of 3 s in this cell" in result.stdout
+
+
+def _nbmake_notebook(path: Path, *cells: tuple[str, dict], execution: dict | None = None) -> None:
+    """A notebook without roles whose cells carry nbmake's settings."""
+    node = notebook_node(*((None, source) for source, _ in cells))
+    for cell, (_, settings) in zip(node.cells, cells, strict=True):
+        if settings:
+            cell.metadata["nbmake"] = settings
+    if execution is not None:
+        node.metadata["execution"] = execution
+    path.write_text(json.dumps(node))
+
+
+def test_nbmake_settings_in_a_notebook_are_honoured(tmp_path: Path) -> None:
+    # A repository tested with nbmake passes and fails for the same reasons.
+    mock = {"mock": {"x": 2, "cfg": {"on": True, "off": None}}, "post_cell_execute": ["y = x + 1"]}
+    _nbmake_notebook(
+        tmp_path / "mocked.ipynb",
+        ("x = 5\ncfg = {}", mock),
+        ("assert (x, y, cfg) == (2, 3, {'on': True, 'off': None})", {}),
+    )
+    boom = {"post_cell_execute": ["raise RuntimeError('boom!')"]}
+    _nbmake_notebook(tmp_path / "masked.ipynb", ("raise ValueError('bang!')", boom))
+    _nbmake_notebook(tmp_path / "post_fails.ipynb", ("x = 1", boom))
+    _nbmake_notebook(
+        tmp_path / "allowed.ipynb", ("1 / 0", {}), ("x = 1", {}), execution={"allow_errors": True}
+    )
+    _nbmake_notebook(
+        tmp_path / "own_timeout.ipynb",
+        ("import time\ntime.sleep(60)", {}),
+        execution={"timeout": 3},
+    )
+
+    result = nbprod("test", "--all", "--json", "--no-fork", ".", cwd=tmp_path, timeout=600)
+
+    reports = {Path(r["path"]).stem: r["stages"]["execute"] for r in json.loads(result.stdout)}
+    assert {name: r["status"] for name, r in reports.items()} == {
+        "allowed": "passed",
+        "masked": "failed",
+        "mocked": "passed",
+        "own_timeout": "failed",
+        "post_fails": "failed",
+    }, result.stdout
+    assert reports["masked"]["error"].startswith("cell 1: ValueError: bang!")
+    assert reports["post_fails"]["error"].startswith(
+        "cell 1 (its nbmake mock/post_cell_execute): RuntimeError: boom!"
+    )
+    assert ">   raise RuntimeError('boom!')" in reports["post_fails"]["error"]
+    assert "the run went past its timeout of 3 s" in reports["own_timeout"]["error"]
