@@ -131,11 +131,10 @@ class _Analyzer(PredictionRules):
         self.notebook = notebook
         self.problems: list[Problem] = []
         kernel, language = declared_kernel(notebook.node.metadata)
-        self.python = language == "python"
         self.cells = [self._cell(cell) for cell in notebook.cells]
         # Reading another language as Python finds only noise: its one problem is that.
         self.foreign = None
-        if not self.python:
+        if language != "python":
             self.foreign = Problem(
                 "error",
                 notebook.cells[0].number if notebook.cells else 1,
@@ -179,7 +178,7 @@ class _Analyzer(PredictionRules):
                 f"the cell has more than one role: {roles}",
                 "keep one role tag per cell; split the cell if it does two jobs",
             )
-        if parsed.syntax_error is not None and self.python:
+        if parsed.syntax_error is not None:
             error = parsed.syntax_error
             severity: Severity = "error" if cell.role else "warning"
             self.problem(

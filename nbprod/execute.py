@@ -262,9 +262,7 @@ def _strip_output(output: Path) -> nbformat.NotebookNode | None:
 def _failing_cell(executed: nbformat.NotebookNode) -> dict[str, Any] | None:
     """The first cell whose error stopped the run (a raises-exception cell did not)."""
     for cell in executed.cells:
-        if RAISES in cell.metadata.get("tags", []):
-            continue
-        error = next((o for o in cell.get("outputs", []) if o.get("output_type") == "error"), None)
+        error = error_output(cell)
         if error is not None or cell.metadata.get("papermill", {}).get("exception") is True:
             traceback = list(error.get("traceback", [])) if error is not None else []
             return {
@@ -282,14 +280,18 @@ def error_heading(ename: str, evalue: str) -> str:
     return f"{ename}: {evalue}" if evalue else ename
 
 
-def error_traceback(cell: nbformat.NotebookNode) -> list[str]:
-    """The traceback of the cell's error output, unless the cell is tagged raises-exception."""
+def error_output(cell: nbformat.NotebookNode) -> Any:
+    """The cell's error output, unless the cell is tagged raises-exception."""
     if RAISES in cell.get("metadata", {}).get("tags", []):
-        return []
-    for output in cell.get("outputs", []):
-        if output.get("output_type") == "error":
-            return list(output.get("traceback", []))
-    return []
+        return None
+    outputs = cell.get("outputs", [])
+    return next((output for output in outputs if output.get("output_type") == "error"), None)
+
+
+def error_traceback(cell: nbformat.NotebookNode) -> list[str]:
+    """The traceback of the cell's error output (see ``error_output``), if it has one."""
+    error = error_output(cell)
+    return list(error.get("traceback", [])) if error is not None else []
 
 
 def traceback_line(traceback: list[str]) -> int | None:
