@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .facts import CellInfo, Definition, EntryPoint, Parameter, Problem, Severity
+from .naming import package_name, taken_names
 from .notebook import Cell, Notebook, declared_kernel
 from .parsing import parse_cell
 from .prediction import PredictionRules
-from .roles import ROLES
+from .roles import ROLES, TRAINING_ROLES
 from .scopes import BUILTINS, Import, scan_statements
 
 __all__ = ["Analysis", "CellInfo", "Definition", "EntryPoint", "Parameter", "Problem", "analyze"]
@@ -41,6 +42,7 @@ class Analysis:
     test_fixtures: dict[int, list[str]]  # test cell → training values it reads (recorded)
     training_excluded: list[int]  # metrics cells train() cannot reproduce
     star_imports: list[Import]
+    package: str  # the generated package's name (see naming.package_name)
 
     @property
     def ok(self) -> bool:
@@ -82,7 +84,7 @@ class Analysis:
             }
         return {
             "notebook": str(self.notebook.path),
-            "package": self.notebook.package_name,
+            "package": self.package,
             "ok": self.ok,
             "roles": roles,
             "cells": [
@@ -228,6 +230,7 @@ class _Analyzer(PredictionRules):
         entry, code, artifacts = self._prediction()
         fixtures = self._tests(entry, code, artifacts)
         excluded = self._metrics_outside_training(code)
+        package = self._package_name()
         pip = [p for info in self.cells for p in info.parsed.pip_packages]
         metric_names = sorted(
             {
@@ -255,7 +258,38 @@ class _Analyzer(PredictionRules):
             test_fixtures=fixtures,
             training_excluded=excluded,
             star_imports=self.star_imports,
+            package=package,
         )
+
+    def _package_name(self) -> str:
+        modules = {i.module for i in self.imports.values() if i.module}
+        modules |= {i.module for i in self.star_imports if i.module}
+        name, renamed = package_name(self.notebook, modules)
+        first = self.cells[0] if self.cells else None
+        if renamed and first is not None and not self.foreign:
+            self.problem(
+                "warning",
+                first,
+                None,
+                renamed,
+                f'to choose another name, set it in the notebook metadata: "nbprod": '
+                f'{{"name": "{name}"}}',
+            )
+        if (
+            first is not None
+            and self.notebook.settings.name is not None
+            and name in taken_names(modules)
+        ):
+            self.problem(
+                "error",
+                first,
+                None,
+                f"metadata.nbprod.name `{name}` is the name of a module the package needs: "
+                "installing it would shadow that module",
+                'choose another name, e.g. "nbprod": {"name": "' + name + '_model"}',
+                name=name,
+            )
+        return name
 
     def _check_roles_present(self) -> None:
         if not any(info.role for info in self.cells):
@@ -453,6 +487,11 @@ class _Analyzer(PredictionRules):
     def _metrics_outside_training(self, code: list[Definition]) -> list[int]:
         """Metrics cells that call inference code cannot run inside train()."""
         inference_names = {d.name for d in code if d.role == "inference"}
+        # values only plain inference statements make (`y_pred = model.predict(X_test)`)
+        training_made = {n for info in self.role_cells(*TRAINING_ROLES) for n in info.outputs}
+        inference_names |= {
+            n for info in self.role_cells("inference") for n in info.outputs
+        } - training_made
         excluded = []
         for info in self.role_cells("metrics"):
             uses = inference_names & set(info.inputs)
@@ -462,7 +501,7 @@ class _Analyzer(PredictionRules):
                     "warning",
                     info,
                     None,
-                    f"the metrics cell calls {', '.join(f'`{n}`' for n in sorted(uses))} from "
+                    f"the metrics cell reads {', '.join(f'`{n}`' for n in sorted(uses))} from "
                     "an inference cell, so the package's `train` does not recompute these metrics",
                     "compute metrics from the trained model directly to have train() report them",
                 )

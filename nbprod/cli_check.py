@@ -183,7 +183,7 @@ def _print_check(analysis: Analysis) -> None:
     artifacts = ", ".join(analysis.artifacts) or "none"
     out.print(
         f"[green]ok[/]: {name} can be extracted as package "
-        f"[bold]{analysis.notebook.package_name}[/]; entry point "
+        f"[bold]{analysis.package}[/]; entry point "
         f"{escape(entry.signature) if entry else '?'}; artifacts: {escape(artifacts)}"
         + (f"; {warnings} warning{'s' * (warnings != 1)}" if warnings else "")
     )

@@ -104,7 +104,7 @@ def run_notebook(
         id=run_id,
         notebook=str(notebook.path),
         notebook_sha256=sha256(notebook.path),
-        package=notebook.package_name,
+        package=analysis.package,
         status="running",
         parameters=parameters,
         started=time.time(),
@@ -171,7 +171,7 @@ def _execute(
     from papermill.exceptions import PapermillExecutionError
 
     output = folder / EXECUTED
-    prepared = instrument(notebook.node, analysis, str(folder), notebook.package_name)
+    prepared = instrument(notebook.node, analysis, str(folder), analysis.package)
     live: dict[int, nbformat.NotebookNode] = {}  # cells as the kernel ran them
 
     def started(cell: nbformat.NotebookNode, cell_index: int, **_: Any) -> None:

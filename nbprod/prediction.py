@@ -5,6 +5,7 @@ training values cross into it as artifacts or arguments."""
 from __future__ import annotations
 
 import ast
+import re
 from typing import Any
 
 from .facts import CellInfo, Definition, EntryPoint, is_display_call, is_literal_display
@@ -35,10 +36,45 @@ _REDUCTIONS = frozenset(
         "keys",
     }
 )
+# Cells whose changes to a value are part of training (features: only its statements
+# that are not module-level code, which are never re-run by the package).
+TRAINED_BY = frozenset({"data", "features", "train", "metrics"})
 # Methods of fitted estimators that map input rows to output rows.
 _ROW_METHODS = frozenset(
     {"transform", "predict", "predict_proba", "predict_log_proba", "decision_function"}
 )
+
+
+_METRIC_NAME = re.compile(
+    r"(score|error|accuracy|precision|recall|f1|auc|loss|r2|mse|rmse|mae|mape|logloss)", re.I
+)
+
+
+def _calls_row_method(node: ast.AST) -> bool:
+    return any(
+        isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and n.func.attr in _ROW_METHODS
+        for n in ast.walk(node)
+    )
+
+
+_LOADERS = re.compile(r"^(read_|load|fetch_|open$|genfromtxt$|loadtxt$)|split|sample")
+
+
+def _reads_rows(definition: Definition) -> bool:
+    """Does the statement that made this value load or split data (``pd.read_csv``)?"""
+    value = getattr(definition.statement.node, "value", None)
+    return value is not None and any(_LOADERS.search(n) for n in _called_names(value))
+
+
+def _called_names(node: ast.AST) -> list[str]:
+    names = []
+    for n in ast.walk(node):
+        if isinstance(n, ast.Call):
+            func = n.func
+            names.append(func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", ""))
+    return names
 
 
 class PredictionRules(Resolver):
@@ -76,6 +112,15 @@ class PredictionRules(Resolver):
                 continue
             seen.add(name)
             info = next(c for c in self.cells if c.number == cell_number)
+            # Made in one cell, fitted or filled by a training cell after it: prediction
+            # needs the value training left behind, not the code that made it.
+            fitted = self._trained_later(prediction.get(name))
+            if fitted is not None:
+                artifacts[name] = fitted
+                continue
+            if name in training_only and self._trained_later(training_only[name]):
+                artifacts[name] = training_only[name]
+                continue
             if name in prediction:
                 definition = prediction[name]
                 code[name] = definition
@@ -116,8 +161,107 @@ class PredictionRules(Resolver):
                 artifacts.setdefault(name, training_only[name])
         if entry.kind == "synthesized":
             entry.params = arguments
+            self._evaluating_inference(entry)
+        self._changed_after_training(artifacts)
         ordered = [d for d in self._prediction_order() if d.name in code]
         return entry, ordered, artifacts
+
+    def _trained_later(self, definition: Definition | None) -> Definition | None:
+        """The last training statement after ``definition`` that rebinds or changes its
+        value in place (``vec.fit(X)``, ``cols.append(c)``, ``obj.attr = v``), if any."""
+        if definition is None or definition.kind != "value" or definition.role is None:
+            return None
+        name = definition.name
+        found: Definition | None = None
+        started = False
+        for info in self.cells:
+            for statement in info.statements:
+                if statement is definition.statement:
+                    started = True
+                    continue
+                if not started or info.role not in TRAINED_BY:
+                    continue
+                if name in statement.mutates or name in statement.writes:
+                    found = Definition(name, info, statement, "value")
+        return found
+
+    def _evaluating_inference(self, entry: EntryPoint) -> None:
+        """Plain inference statements that go on to score the prediction against the
+        label (``err = mean_squared_error(y, y_pred)``) would make ``predict`` take the
+        label and return the score: the cell does two jobs."""
+        body = entry.statements
+        predicting = [
+            i for i, (_, statement) in enumerate(body) if _calls_row_method(statement.node)
+        ]
+        if not predicting:
+            return
+        head, tail = body[: predicting[-1] + 1], body[predicting[-1] + 1 :]
+        read_by_head = {n for _, s in head for n in s.reads}
+        labels = [p for p in entry.params if p not in read_by_head]
+        scoring = [
+            (info, statement)
+            for info, statement in tail
+            if any(self._is_metric(name) for name in _called_names(statement.node))
+        ]
+        if not labels and not scoring:
+            return
+        info, statement = (scoring or [t for t in tail if set(t[1].reads) & set(labels)])[0]
+        last_info, last = head[-1]
+        what = f"`{ast.unparse(statement.node)[:60]}`"
+        if labels:
+            what += f", which reads {', '.join(f'`{n}`' for n in labels)}"
+        where = f"at line {statement.line}"
+        if last_info is info:
+            where = f"after line {last.node.end_lineno}"
+        self.problem(
+            "error",
+            info,
+            statement.line,
+            f"the inference cell also evaluates the prediction ({what}): `{entry.signature}` "
+            "would need the label and return the score",
+            f"split cell {info.number} {where}: the prediction stays `inference`, tag the rest "
+            "`metrics`",
+        )
+
+    def _is_metric(self, name: str) -> bool:
+        imported = self.imports.get(name)
+        if imported is not None and "metrics" in imported.statement:
+            return True
+        return _METRIC_NAME.search(name) is not None
+
+    def _changed_after_training(self, artifacts: dict[str, Definition]) -> None:
+        """An artifact that a later untagged or test cell rebinds or changes in place is
+        not what training made: the run would save the changed value."""
+        for name in sorted(artifacts):
+            last_training: int | None = None
+            changes: list[tuple[int, CellInfo, Statement]] = []
+            for position, info in enumerate(self.cells):
+                for statement in info.statements:
+                    if name not in statement.writes and name not in statement.mutates:
+                        continue
+                    if info.role in TRAINED_BY:
+                        last_training = position
+                    elif info.role in (None, "test"):
+                        changes.append((position, info, statement))
+            if last_training is None:
+                continue
+            trained_in = self.cells[last_training].number
+            for position, info, statement in changes:
+                if position <= last_training:
+                    continue
+                line = statement.mutates.get(name) or statement.writes.get(name, statement.line)
+                self.problem(
+                    "error",
+                    info,
+                    line,
+                    f"changes the artifact `{name}` after training (cell {trained_in} made it): "
+                    "the package would hold this changed value, not what training produced",
+                    f"work on a copy in this cell (`{name}_2 = sklearn.base.clone({name})` or "
+                    f"`copy.deepcopy({name})`) or give the new value another name; if the change "
+                    f"belongs to training, tag cell {info.number} `train`",
+                    name=name,
+                )
+                break
 
     def _unresolved_prediction(
         self, info: CellInfo, name: str, line: int | None, everything: dict[str, Definition]
@@ -125,14 +269,24 @@ class PredictionRules(Resolver):
         reader = self.role_cells("inference")[0] if info.role not in PREDICTION_ROLES else info
         untagged = everything.get(name)
         if untagged is not None and untagged.role is None:
+            cell = untagged.info.number
             role = self._suggest_role("inference", untagged)
+            hint = f"tag cell {cell} `{role}`"
+            if role == "train" and line is not None:
+                # read directly by plain inference statements: rows or a fitted value?
+                data, fitted = (
+                    f"`data` if `{name}` is rows to predict on (it becomes an argument of "
+                    f"`{self.notebook.settings.inference or 'predict'}`)",
+                    "`train` if it is fitted or learned (it is saved with the model)",
+                )
+                first, second = (data, fitted) if _reads_rows(untagged) else (fitted, data)
+                hint = f"tag cell {cell} {first}; or {second}"
             self.problem(
                 "error",
                 reader,
                 line,
-                f"prediction reads `{name}`, which only the untagged cell "
-                f"{untagged.info.number} defines",
-                f"tag cell {untagged.info.number} `{role}`",
+                f"prediction reads `{name}`, which only the untagged cell {cell} defines",
+                hint,
                 name=name,
             )
             return

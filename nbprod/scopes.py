@@ -30,6 +30,39 @@ BUILTINS = frozenset(dir(builtins)) | {
 }
 
 _FUNCTION = ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda
+# Methods that change the object they are called on: fitting an estimator, filling a
+# container. ``obj.fit(X)`` in a train cell makes ``obj`` something training produced.
+MUTATING_METHODS = frozenset(
+    {
+        "train",
+        "learn",
+        "update",
+        "append",
+        "extend",
+        "insert",
+        "add",
+        "setdefault",
+        "pop",
+        "popitem",
+        "remove",
+        "discard",
+        "clear",
+        "sort",
+        "reverse",
+        "set_params",
+        "set_output",
+        "load_model",
+        "load_state_dict",
+        "compile",
+    }
+)
+
+
+def is_mutating_method(name: str) -> bool:
+    """``fit``, ``fit_transform``, ``partial_fit``... or one of ``MUTATING_METHODS``."""
+    return name.startswith(("fit", "partial_fit")) or name in MUTATING_METHODS
+
+
 _COMPREHENSION = ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp
 
 
@@ -108,6 +141,18 @@ class _ModuleScan(ast.NodeVisitor):
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         self._mutation(node)
+        self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func
+        in_place = any(
+            k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value is True
+            for k in node.keywords
+        )
+        if isinstance(func, ast.Attribute) and (is_mutating_method(func.attr) or in_place):
+            base = _base_name(func.value)
+            if base is not None:
+                self.result.mutates.setdefault(base, node.lineno)
         self.generic_visit(node)
 
     def visit_Subscript(self, node: ast.Subscript) -> None:

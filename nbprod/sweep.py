@@ -214,7 +214,7 @@ def run_sweep(
         raise UsageError("the sweep has no runs")
     notebook = Path(specs[0].notebook)
     store = RunStore(store_path(notebook, specs[0].store))
-    package = load_notebook(notebook).package_name
+    package = analyze(load_notebook(notebook)).package
     digest = sha256(notebook)
     for spec in specs:
         store.save(

@@ -435,14 +435,17 @@ def test_prediction_reading_an_untagged_value_is_an_error(tmp_path: Path) -> Non
 
 
 def test_untagged_redefinition_does_not_leak_into_extracted_roles(tmp_path: Path) -> None:
+    """Training's `model` is the artifact; the untagged cell that rebinds it after
+    training is named (the run would save its value, not training's)."""
     analysis = check(
         tmp_path,
         ("train", "model = 1"),
         (None, "model = 2\nextra = 3"),
         PREDICT,
     )
-    assert analysis.errors == []
     assert analysis.artifacts["model"].info.number == 1
+    assert errors(analysis) == [(2, 1, "model")]
+    assert "after training (cell 1 made it)" in analysis.errors[0].message
 
 
 def test_untagged_cells_may_read_anything(tmp_path: Path) -> None:

@@ -209,10 +209,20 @@ def test_subscript_assignment_and_augmented_subscript_mutate() -> None:
     assert statement.mutates == {"counts": 1}
 
 
-def test_method_call_is_a_read_not_a_mutation() -> None:
-    statement = scan("items.append(3)")
+def test_a_method_call_reads_and_only_a_changing_method_mutates() -> None:
+    statement = scan("n = items.count(3)")
     assert statement.reads == {"items": 1}
     assert statement.mutates == {}
+    for base, source in (
+        ("items", "items.append(3)"),
+        ("vec", "X = vec.fit_transform(texts)"),
+        ("search", "search.best_estimator_.partial_fit(X, y)"),
+        ("model", "model.named_steps['clf'].fit(X, y)"),
+        ("df", "df.fillna(0, inplace=True)"),
+    ):
+        statement = scan(source)
+        assert statement.mutates == {base: 1}, source
+        assert base in statement.reads, source
 
 
 def test_annotation_without_value_binds_nothing() -> None:

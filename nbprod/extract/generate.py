@@ -85,7 +85,7 @@ def extract(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Extracted(output, notebook.package_name, record.id, warnings)
+    return Extracted(output, analysis.package, record.id, warnings)
 
 
 def default_version(record: RunRecord) -> str:
@@ -118,7 +118,7 @@ def _render(
     parity: dict[str, Any],
     version: str | None,
 ) -> list[str]:
-    package = notebook.package_name
+    package = analysis.package
     if not package.isidentifier():
         raise UsageError(
             f"package name {package!r} is not a valid Python identifier",
@@ -194,7 +194,7 @@ def _context(
 ) -> dict[str, Any]:
     entry = analysis.entry
     assert entry is not None
-    package = notebook.package_name
+    package = analysis.package
     values = {name: record.parameters.get(name, p.value) for name, p in analysis.parameters.items()}
     parameter_cells = sorted({p.cell for p in analysis.parameters.values()})
     return {
@@ -205,7 +205,6 @@ def _context(
         "version": version,
         "run_id": record.id,
         "notebook_name": notebook.path.name,
-        "notebook_dir": str(notebook.path.parent),
         "notebook_sha256": record.notebook_sha256,
         "python_minor": ".".join(platform.python_version_tuple()[:2]),
         "python_version": environment.get("python", platform.python_version()),
@@ -320,7 +319,7 @@ def _model_info(
     entry = analysis.entry
     assert entry is not None
     return {
-        "package": notebook.package_name,
+        "package": analysis.package,
         "version": version,
         "notebook": notebook.path.name,
         "notebook_sha256": record.notebook_sha256,
