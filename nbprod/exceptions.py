@@ -139,3 +139,7 @@ class Cancelled(BaseException):
     """A run or sweep was stopped on request (Ctrl-C, SIGTERM, a cancelled job).
 
     A BaseException like KeyboardInterrupt, so no ``except Exception`` swallows it."""
+
+
+class PackageBroken(NbprodError):
+    """The generated package failed to import, load its artifacts or replay parity."""

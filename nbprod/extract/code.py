@@ -34,29 +34,25 @@ class PipelineCode:
 def pipeline_code(analysis: Analysis) -> PipelineCode:
     entry = analysis.entry
     assert entry is not None
-    module_ids = {id(d.statement) for d in analysis.module_code}
+    excluded = set(analysis.training_excluded)
+    module_ids = {id(d.statement) for d in analysis.module_code} | _hoisted(analysis, excluded)
     module_blocks: list[str] = []
     module_statements: list[Statement] = []
-    for info in analysis.role_cells("features", "inference"):
+    for info in analysis.role_cells("data", "features", "train", "metrics", "inference"):
         chosen = [s for s in info.statements if id(s) in module_ids]
-        if chosen:
+        if chosen and info.number not in excluded:
             module_blocks.append(_block(info, chosen))
             module_statements += chosen
     predict_block = ""
     predict_statements: list[Statement] = []
     if entry.kind == "synthesized":
         predict_block, predict_statements = _synthesized(analysis)
-    excluded = set(analysis.training_excluded)
     train_blocks: list[str] = []
     train_statements: list[Statement] = []
     for info in analysis.role_cells("data", "features", "train", "metrics"):
         if info.number in excluded:
             continue
-        chosen = [
-            s
-            for s in info.statements
-            if not _is_import(s) and not (info.role == "features" and id(s) in module_ids)
-        ]
+        chosen = [s for s in info.statements if not _is_import(s) and id(s) not in module_ids]
         if chosen:
             train_blocks.append(_block(info, chosen))
             train_statements += chosen
@@ -80,6 +76,28 @@ def pipeline_code(analysis: Analysis) -> PipelineCode:
         uses_display="display" in loads and "display" not in analysis.imports,
         nbprod_shims=_nbprod_shims(analysis, loads),
     )
+
+
+def _hoisted(analysis: Analysis, excluded: set[int]) -> set[int]:
+    """Functions and classes of data, train and metrics cells, lifted to module level.
+
+    A fitted object may refer to them (``FunctionTransformer(clean)``, a custom
+    estimator, a ``scoring=`` function): the saved artifact names them as attributes of
+    ``<package>.pipeline``, so they must exist there, not only inside ``train()``. Only
+    those whose definition itself (decorators, defaults, bases) reads nothing that
+    training computes can move; the others stay where they were.
+    """
+    available = set(analysis.imports) | set(analysis.parameters) | BUILTINS
+    available |= {d.name for d in analysis.module_code}
+    hoisted: set[int] = set()
+    for info in analysis.role_cells("data", "train", "metrics"):
+        if info.number in excluded:
+            continue
+        for statement in info.statements:
+            if isinstance(statement.node, _CODE) and set(statement.reads) <= available:
+                hoisted.add(id(statement))
+                available |= set(statement.writes)
+    return hoisted
 
 
 def _nbprod_shims(analysis: Analysis, loads: set[str]) -> list[tuple[str, str]]:

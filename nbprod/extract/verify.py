@@ -1,0 +1,122 @@
+"""Prove a generated package works before it is handed over.
+
+``probe.py`` runs in a fresh process of the interpreter that ran the notebook, with
+the generated sources first on the path and nbprod not importable: it imports the
+package, loads every artifact through the package's own loader and replays the
+parity record. A failure becomes one error naming the artifact, what could not be
+resolved, the cell that defined it and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..analysis import Analysis
+from ..exceptions import PackageBroken
+
+PROBE = Path(__file__).with_name("probe.py")
+TIMEOUT = 600.0
+
+
+def interpreter(kernel: str | None) -> str:
+    """The Python of the kernel that ran the notebook (nbprod's own for ``python3``)."""
+    if kernel in (None, "", "python3"):
+        return sys.executable
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        argv = KernelSpecManager().get_kernel_spec(kernel).argv
+    except Exception:
+        return sys.executable
+    return str(argv[0]) if argv and "python" in Path(str(argv[0])).name else sys.executable
+
+
+def verify_package(root: Path, package: str, analysis: Analysis, python: str) -> dict[str, Any]:
+    """Run the probe on the package rendered in ``root``; raise PackageBroken on failure."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.pop(f"{package.upper()}_ARTIFACTS", None)
+    try:
+        done = subprocess.run(
+            [python, "-I", str(PROBE), str(root / "src"), package],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            cwd=root,
+            env=env,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise PackageBroken(
+            f"the generated package did not load and predict within {TIMEOUT:g} s",
+            "look for slow module-level code in the features or inference cells",
+        ) from error
+    lines = done.stdout.strip().splitlines()
+    try:
+        result: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise PackageBroken(
+            f"the generated package could not be checked: {done.stderr.strip()[-800:]}",
+            "please report this with the notebook",
+        ) from None
+    if not result.get("ok"):
+        raise broken(result, package, analysis)
+    return result
+
+
+def broken(result: dict[str, Any], package: str, analysis: Analysis) -> PackageBroken:
+    """The probe's failure, told in the notebook's terms."""
+    stage = result["stage"]
+    error = f"{result['type']}: {result['error']}"
+    unresolved = result.get("unresolved") or ""
+    name = unresolved.rsplit(".", 1)[-1]
+    where = _defined_in(analysis, name) if name else None
+    if stage == "artifact":
+        artifact = result["artifact"]
+        definition = analysis.artifacts.get(artifact)
+        made = f" (made in cell {definition.info.number})" if definition else ""
+        message = f"the package cannot load its artifact `{artifact}`{made}: {error}"
+        if unresolved and unresolved.startswith(f"{package}."):
+            message += f"; it refers to `{name}`, which the package does not define"
+            hint = (
+                f"define `{name}` with `def` or `class` in a features cell"
+                if where is None
+                else f"`{name}` is defined in {where}: tag that cell `features` (functions and "
+                "classes an artifact refers to must be extracted)"
+            )
+        elif unresolved:
+            hint = (
+                f"`{unresolved}` must be importable where the package runs: define it in a "
+                "features cell, or import it from an installed library"
+            )
+        else:
+            hint = "store the artifact as scikit-learn, numpy or pandas values"
+        return PackageBroken(message, hint)
+    if stage == "import":
+        message = f"the generated package {package} does not import: {error}"
+        if where is not None:
+            hint = f"`{name}` comes from {where}: tag that cell `features`"
+        elif unresolved:
+            hint = (
+                f"`{unresolved}` is not installed where the package runs: import it from an "
+                "installed library, or keep it in a module beside the notebook"
+            )
+        else:
+            hint = "please report this with the notebook"
+        return PackageBroken(message, hint)
+    call = f"call {result.get('call', 0) + 1} ({result.get('source') or 'notebook'})"
+    return PackageBroken(
+        f"the generated package does not predict what the notebook did on {call}: {error}",
+        "make prediction depend only on its inputs and on what training cells produce; "
+        "`nbprod check` lists the artifacts",
+    )
+
+
+def _defined_in(analysis: Analysis, name: str) -> str | None:
+    for info in reversed(analysis.cells):
+        if name in info.outputs:
+            return f"cell {info.number} ({info.role or 'untagged'})"
+    return None
