@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .facts import CellInfo, Definition, EntryPoint, Parameter, Problem, Severity
@@ -43,6 +44,7 @@ class Analysis:
     training_excluded: list[int]  # metrics cells train() cannot reproduce
     star_imports: list[Import]
     package: str  # the generated package's name (see naming.package_name)
+    run_files: dict[str, Path]  # `%run helper.py` → {"helper": path}: vendored as modules
 
     @property
     def ok(self) -> bool:
@@ -165,7 +167,39 @@ class _Analyzer(PredictionRules):
                         )
                     else:
                         self.imports.setdefault(imported.name, imported)
+        self.run_files: dict[str, Path] = {}
+        for info in self.cells:
+            for magic in info.parsed.magics:
+                self._run_magic(info, magic.text, magic.line)
         self.role_imports: dict[str, set[str]] = {}
+
+    def _run_magic(self, info: CellInfo, text: str, line: int) -> None:
+        """``%run helpers.py`` defines the script's top-level names in the notebook: read
+        them as imports from a local module of that name, which extraction vendors."""
+        words = text.split()
+        if not words or words[0] != "%run" or not words[-1].endswith(".py"):
+            return
+        file = self.notebook.path.parent / words[-1].strip("'\"")
+        stem = file.stem
+        try:
+            tree = ast.parse(file.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+            self.problem(
+                "warning",
+                info,
+                line,
+                f"`{text}` runs {file.name}, which nbprod could not read",
+                f"check that {file.name} is beside the notebook",
+            )
+            return
+        if not stem.isidentifier():
+            return
+        self.run_files[stem] = file
+        for statement in scan_statements(tree.body):
+            for name in statement.writes:
+                self.imports.setdefault(
+                    name, Import(name, f"from {stem} import {name}", stem, line)
+                )
 
     # -- per cell ------------------------------------------------------------------------
     def _cell(self, cell: Cell) -> CellInfo:
@@ -191,6 +225,8 @@ class _Analyzer(PredictionRules):
                 "fix the syntax; nbprod reads the cell as Python (with IPython magics)",
             )
         for magic in parsed.magics if cell.role else []:
+            if magic.text.startswith("%run ") and magic.text.rstrip("'\"").endswith(".py"):
+                continue  # its script is vendored (see _run_magic)
             self.problem(
                 "warning",
                 info,
@@ -259,6 +295,7 @@ class _Analyzer(PredictionRules):
             training_excluded=excluded,
             star_imports=self.star_imports,
             package=package,
+            run_files=self.run_files,
         )
 
     def _package_name(self) -> str:

@@ -73,18 +73,26 @@ def has_roles(path: Path) -> bool:
     ``parameters`` alone does not count: it is papermill's tag first, and a notebook
     that papermill parameterises is not one nbprod extracts until it tags more. Reads
     only the JSON (no validation), so that deciding costs little, and reads tags as
-    ``load_notebook`` does (``" Train"`` is ``train``); a file that cannot be read
-    counts as having roles, so that its check reports what is wrong.
+    ``load_notebook`` does (``" Train"`` is ``train``); a file whose tags cannot be read
+    (not JSON, cells or tags of the wrong type) counts as having roles, so that its
+    check reports what is wrong.
     """
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-        return any(
-            cell.get("cell_type") == "code"
-            and any(
-                str(tag).strip().lower() in _OWN_ROLES
-                for tag in (cell.get("metadata") or {}).get("tags") or ()
-            )
-            for cell in document.get("cells", [])
-        )
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return True
+    cells = document.get("cells") if isinstance(document, dict) else None
+    if not isinstance(cells, list):
+        return not (isinstance(document, dict) and "worksheets" in document)  # nbformat 3
+    for cell in cells:
+        # only code cells have roles; a cell of no known type is read as one, so that
+        # its check says what is wrong with it
+        if isinstance(cell, dict) and cell.get("cell_type") in ("markdown", "raw"):
+            continue
+        metadata = cell.get("metadata", {}) if isinstance(cell, dict) else None
+        tags = metadata.get("tags", []) if isinstance(metadata, dict) else None
+        if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+            return True
+        if any(tag.strip().lower() in _OWN_ROLES for tag in tags):
+            return True
+    return False

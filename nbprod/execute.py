@@ -28,7 +28,7 @@ from .kernels import CURRENT_PYTHON, kernel_manager_for
 from .notebook import Notebook, declared_kernel, load_notebook
 from .parsing import leading_blank_lines
 from .runs import RunRecord, new_run_id, run_dir, save_record
-from .runtime.artifacts import sha256
+from .runtime.artifacts import UnsupportedArtifact, sha256
 from .store import RunStore, store_path
 
 EXECUTED = "executed.ipynb"
@@ -118,6 +118,7 @@ def run_notebook(
     )
     try:
         _execute(notebook, analysis, parameters, folder, kernel, options)
+        _check_references(analysis, folder)
     except ExecutionFailed as error:
         error.run_id, error.run_folder = run_id, folder
         record.status = "failed"
@@ -316,6 +317,24 @@ def _cell_failure(
 ) -> NbprodError:
     failing = executed.metadata.get("nbprod_failing") if executed is not None else None
     if failing is None or failing["injected"] or failing["cell"] is None:
+        # an artifact no format can store: the recorder names it and the cell that made it
+        # ("cell 4, line 2: artifact `x` (type) cannot be saved ...\n  fix: ...")
+        unsaved = re.fullmatch(
+            r"cell (\d+), line (\d+): (artifact `(\w+)`.*?)\n  fix: (.*)", evalue, re.DOTALL
+        )
+        if ename == UnsupportedArtifact.__name__ and unsaved is not None:
+            number = int(unsaved[1])
+            made = next((c for c in notebook.cells if c.number == number), None)
+            error = ExecutionFailed(
+                unsaved[3],
+                unsaved[5],
+                cell=number,
+                role=made.role if made else None,
+                line=int(unsaved[2]),
+                name=unsaved[4],
+            )
+            error.ename, error.evalue = ename, evalue
+            return error
         return ExecutionFailed(
             f"nbprod could not record the run: {ename}: {evalue}",
             "see the executed notebook in the run folder",
@@ -336,6 +355,32 @@ def _cell_failure(
     )
     error.ename, error.evalue = ename, evalue
     return error
+
+
+def _check_references(analysis: Analysis, folder: Path) -> None:
+    """A run whose artifacts refer to code the package would not have fails now, naming
+    the cell, instead of at extract or, worse, in production."""
+    from .extract.verify import unresolved_references
+
+    manifest_path = folder / "artifacts" / "manifest.json"
+    local_path = folder / "local_modules.json"
+    if not manifest_path.is_file():
+        return
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    local = json.loads(local_path.read_text(encoding="utf-8")) if local_path.is_file() else {}
+    lambdas_path = folder / "lambdas.json"
+    lambdas = json.loads(lambdas_path.read_text(encoding="utf-8")) if lambdas_path.is_file() else []
+    problems = unresolved_references(analysis, manifest, set(local), lambdas)
+    if problems:
+        first = problems[0]
+        raise ExecutionFailed(
+            first.message,
+            first.hint,
+            cell=first.cell,
+            role=first.role,
+            line=first.line,
+            name=first.name,
+        )
 
 
 def _collect(folder: Path, record: RunRecord) -> None:

@@ -59,11 +59,13 @@ def instrument(
             cells.append(_injected(f"{RECORDER}.after_inference(globals(), {returns!r})"))
     modules = sorted({i.module for i in analysis.imports.values() if i.module})
     cells.append(_injected(f"{RECORDER}.record_environment({modules!r})"))
+    cells.append(_injected(f"{RECORDER}.record_local_modules()"))
     samples = [n for info in analysis.role_cells("data") for n in info.outputs]
+    origins = {n: [d.info.number, d.line] for n, d in sorted(analysis.artifacts.items())}
     cells.append(
         _injected(
             f"{RECORDER}.finish(globals(), {entry.name!r}, {entry.kind!r}, "
-            f"{sorted(analysis.artifacts)!r}, {analysis.metric_names!r}, {samples!r})"
+            f"{origins!r}, {analysis.metric_names!r}, {samples!r})"
         )
     )
     copied.cells = cells

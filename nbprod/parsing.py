@@ -78,6 +78,12 @@ def parse_cell(source: str) -> ParsedCell:
             cell.source = source
             cell.syntax_error = error
             return cell
+        except (RecursionError, MemoryError, ValueError) as error:
+            cell.source = source
+            cell.syntax_error = SyntaxError(
+                f"Python cannot parse it ({type(error).__name__}: nested or repeated too deeply)"
+            )
+            return cell
     python_lines = cell.source.splitlines()
     for node in tree.body:
         magic = _magic_call(node)
@@ -138,7 +144,7 @@ def _plain_python(source: str) -> ast.Module | None:
         return None
     try:
         return ast.parse(source)
-    except SyntaxError:
+    except (SyntaxError, RecursionError, MemoryError, ValueError):
         return None
 
 

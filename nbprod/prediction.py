@@ -249,16 +249,22 @@ class PredictionRules(Resolver):
             for position, info, statement in changes:
                 if position <= last_training:
                     continue
-                line = statement.mutates.get(name) or statement.writes.get(name, statement.line)
+                if name in statement.writes:
+                    line, what = statement.writes[name], "rebinds"
+                    fix = f"give the new value another name in this cell (`{name}_2 = ...`)"
+                else:
+                    line, what = statement.mutates[name], "changes"
+                    fix = (
+                        f"work on a copy in this cell (`{name}_2 = sklearn.base.clone({name})` "
+                        f"or `copy.deepcopy({name})`)"
+                    )
                 self.problem(
                     "error",
                     info,
                     line,
-                    f"changes the artifact `{name}` after training (cell {trained_in} made it): "
-                    "the package would hold this changed value, not what training produced",
-                    f"work on a copy in this cell (`{name}_2 = sklearn.base.clone({name})` or "
-                    f"`copy.deepcopy({name})`) or give the new value another name; if the change "
-                    f"belongs to training, tag cell {info.number} `train`",
+                    f"{what} the artifact `{name}` after training (cell {trained_in} made it): "
+                    "the run would save this value, not what training produced",
+                    f"{fix}; if it belongs to training, tag cell {info.number} `train`",
                     name=name,
                 )
                 break

@@ -445,7 +445,9 @@ def test_untagged_redefinition_does_not_leak_into_extracted_roles(tmp_path: Path
     )
     assert analysis.artifacts["model"].info.number == 1
     assert errors(analysis) == [(2, 1, "model")]
-    assert "after training (cell 1 made it)" in analysis.errors[0].message
+    assert "rebinds the artifact `model` after training (cell 1 made it)" in (
+        analysis.errors[0].message
+    )
 
 
 def test_untagged_cells_may_read_anything(tmp_path: Path) -> None:

@@ -97,7 +97,25 @@ def test_an_artifact_changed_after_training_by_an_untagged_cell_is_named(tmp_pat
     assert (problem.cell, problem.role, problem.line, problem.name) == (6, None, 2, "tfidf")
     assert "changes the artifact `tfidf` after training (cell 3 made it)" in problem.message
     assert problem.hint is not None and "sklearn.base.clone(tfidf)" in problem.hint
-    assert problem.hint.endswith("tag cell 6 `train`")
+    assert problem.hint.endswith("if it belongs to training, tag cell 6 `train`")
+
+
+def test_an_artifact_rebound_after_training_is_told_to_take_another_name(
+    tmp_path: Path,
+) -> None:
+    analysis = check(
+        tmp_path,
+        TEXTS,
+        VECTORIZER,
+        FIT,
+        PREDICT,
+        (None, "from sklearn.svm import LinearSVC\nmodel = LinearSVC()"),
+    )
+    [problem] = analysis.errors
+    assert (problem.cell, problem.line, problem.name) == (5, 2, "model")
+    assert problem.message.startswith("rebinds the artifact `model` after training")
+    assert problem.hint is not None
+    assert problem.hint.startswith("give the new value another name in this cell (`model_2 = ...`)")
 
 
 def test_an_untagged_change_before_training_ends_is_overwritten_and_fine(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Artifacts: skops files whose hashes are checked before an explicit trusted-type load."""
+"""Artifacts in the skops format (what no other format handles): files whose hashes are
+checked before an explicit trusted-type load. Other formats: test_formats.py."""
 
 from __future__ import annotations
 

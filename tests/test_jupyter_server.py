@@ -668,3 +668,46 @@ def test_unknown_notebooks_are_404(api: Api) -> None:
     ):
         assert reply.code == 404, reply.body
         assert reply.message.startswith("no notebook")
+
+
+def test_malformed_notebooks_are_400_with_what_is_wrong(api: Api, workspace: Workspace) -> None:
+    folder = workspace.root / "malformed"
+    folder.mkdir(exist_ok=True)
+    broken = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": {"a": 1}}
+    (folder / "cells.ipynb").write_text(json.dumps(broken), encoding="utf-8")
+    nested = "[" * 100_000 + "]" * 100_000
+    (folder / "deep.ipynb").write_text(f'{{"nbformat": 4, "cells": {nested}}}', encoding="utf-8")
+    unsaved = {**broken, "cells": [{"cell_type": "code", "metadata": {}, "source": 3}]}
+    # nested deeper than nbprod reads, not than the JSON decoder: the body decodes
+    deeper = {**broken, "metadata": {"deep": json.loads("[" * 300 + "]" * 300)}}
+    for reply, message in [
+        (
+            api.post("check", {"path": "malformed/cells.ipynb"}),
+            "malformed/cells.ipynb is not a valid notebook: 'cells' must be a list, not an object",
+        ),
+        (
+            api.post("check", {"path": "malformed/deep.ipynb"}),
+            "malformed/deep.ipynb is not a notebook nbprod can read: its JSON nests lists and "
+            "objects more than 200 levels deep",
+        ),
+        (
+            api.post("jobs", {"kind": "sweep", "path": "malformed/cells.ipynb"}),
+            "malformed/cells.ipynb is not a valid notebook: 'cells' must be a list, not an object",
+        ),
+        (
+            api.post("check", {"path": NOTEBOOK, "notebook": unsaved}),
+            f"{NOTEBOOK} is not a valid notebook: cell 1: 'source' must be a string or a list "
+            "of strings, not a number",
+        ),
+        (
+            api.post("check", {"path": NOTEBOOK, "notebook": {**deeper, "cells": []}}),
+            f"{NOTEBOOK} is not a notebook nbprod can read: its JSON nests lists and objects "
+            "more than 200 levels deep",
+        ),
+    ]:
+        assert (reply.code, reply.message) == (400, message)
+        assert reply.body["type"] == "NotebookFileError"
+    # content nested deeper than the JSON decoder goes: refused as the body it came in
+    body = api.post("check", f'{{"path": "{NOTEBOOK}", "notebook": {nested}}}')
+    assert (body.code, body.message) == (400, "the request body nests lists and objects too deeply")
+    assert not (folder / ".nbprod").exists()  # no job was started

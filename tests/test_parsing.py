@@ -322,3 +322,10 @@ def test_lines_count_from_the_cells_first_line_blank_lines_included(
     assert (cell.syntax_error.lineno if cell.syntax_error else None) == error_line
     for statement in cell.statements:
         assert cell.segment(statement) in source.splitlines()[statement.lineno - 1]
+
+
+def test_code_too_deep_for_the_parser_is_a_syntax_problem_not_a_crash() -> None:
+    for source in ("x = " + " + ".join(["1"] * 100_000), "x = " + "-" * 100_000 + "1"):
+        parsed = parse_cell(source)
+        assert parsed.syntax_error is not None
+        assert "nested or repeated too deeply" in parsed.syntax_error.msg

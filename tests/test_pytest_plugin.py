@@ -173,3 +173,29 @@ def test_nbprod_all_runs_each_notebook_on_its_languages_kernel(pytester: pytest.
     result.stdout.fnmatch_lines(
         ["*conda_env.ipynb::execute PASSED*", "*kernel `ir` (R) is not installed here*"]
     )
+
+
+def test_malformed_notebooks_fail_their_check_and_the_session_goes_on(
+    pytester: pytest.Pytester,
+) -> None:
+    notebook = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": {"a": 1}}
+    (pytester.path / "cells.ipynb").write_text(json.dumps(notebook), encoding="utf-8")
+    deep = '{"nbformat": 4, "cells": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    (pytester.path / "deep.ipynb").write_text(deep, encoding="utf-8")
+    (pytester.path / "empty.ipynb").write_text("", encoding="utf-8")
+    _small(pytester.path / "good.ipynb")
+    result = pytester.runpytest_subprocess(*PLUGIN, "--nbprod", "-v")
+    result.assert_outcomes(passed=3, failed=3, skipped=6)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # not an internal or collection error
+    result.stdout.fnmatch_lines(
+        [
+            "*cells.ipynb::check FAILED*",
+            "*deep.ipynb::check FAILED*",
+            "*empty.ipynb::check FAILED*",
+            "*good.ipynb::parity PASSED*",
+            "*cells.ipynb is not a valid notebook: 'cells' must be a list, not an object",
+            "*deep.ipynb is not a notebook nbprod can read: its JSON nests lists and objects*",
+            "*empty.ipynb is empty",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()

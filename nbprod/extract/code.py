@@ -10,6 +10,7 @@ import ast
 import io
 import textwrap
 import tokenize
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..analysis import Analysis, CellInfo
@@ -76,6 +77,68 @@ def pipeline_code(analysis: Analysis) -> PipelineCode:
         uses_display="display" in loads and "display" not in analysis.imports,
         nbprod_shims=_nbprod_shims(analysis, loads),
     )
+
+
+@dataclass(frozen=True)
+class LambdaHome:
+    """A lambda inside an artifact, given a module-level name (``runtime/capture.py``)."""
+
+    name: str
+    source: str
+    cell: int
+    line: int
+
+
+def lambda_homes(analysis: Analysis, recorded: list[dict[str, str]]) -> list[LambdaHome]:
+    """The recorded lambdas whose source lies in an extracted cell (others have none)."""
+    homes = []
+    for lam in recorded:
+        for info in analysis.cells:
+            if info.role in (None, "test", "parameters"):
+                continue
+            found = next(
+                (
+                    node.lineno
+                    for statement in info.statements
+                    for node in ast.walk(statement.node)
+                    if isinstance(node, ast.Lambda) and ast.unparse(node) == lam["source"]
+                ),
+                None,
+            )
+            if found is not None:
+                homes.append(LambdaHome(lam["name"], lam["source"], info.number, found))
+                break
+    return homes
+
+
+def add_lambdas(code: PipelineCode, analysis: Analysis, homes: list[LambdaHome]) -> None:
+    """Write each lambda's module-level home, and import what its source reads."""
+    if not homes:
+        return
+    lines = ["# --- lambdas inside the artifacts, named so that they can be loaded ---"]
+    loads: set[str] = set()
+    for home in homes:
+        lines.append(f"# cell {home.cell}, line {home.line}")
+        lines.append(f"{home.name} = {home.source}")
+        loads |= {n.id for n in ast.walk(ast.parse(home.source)) if isinstance(n, ast.Name)}
+    code.module_blocks.append("\n".join(lines))
+    for statement in _hoisted_imports(analysis, loads):
+        if statement not in code.imports:
+            code.imports.append(statement)
+
+
+def module_level_names(analysis: Analysis, homes: Sequence[LambdaHome] = ()) -> set[str]:
+    """Every name ``<package>.pipeline`` defines at module level: what a saved artifact
+    may refer to."""
+    excluded = set(analysis.training_excluded)
+    hoisted = _hoisted(analysis, excluded)
+    names = set(analysis.imports) | set(analysis.parameters) | set(analysis.artifacts)
+    names |= {d.name for d in analysis.module_code}
+    for info in analysis.role_cells("data", "train", "metrics"):
+        names |= {n for s in info.statements if id(s) in hoisted for n in s.writes}
+    if analysis.entry is not None:
+        names.add(analysis.entry.name)
+    return names | {home.name for home in homes}
 
 
 def _hoisted(analysis: Analysis, excluded: set[int]) -> set[int]:

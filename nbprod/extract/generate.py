@@ -26,8 +26,10 @@ from ..execute import SOURCE
 from ..instrument import runtime_source
 from ..notebook import Notebook, load_notebook
 from ..runs import RunRecord, load_record
-from .code import PipelineCode, indent, pipeline_code
+from .code import PipelineCode, add_lambdas, indent, lambda_homes, pipeline_code
 from .dependencies import SERVE, parquet_pin, pins
+from .vendor import copy_modules, local_modules, rewrite_imports
+from .verify import interpreter, verify_package
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("nbprod.extract", "templates"),
@@ -52,8 +54,14 @@ def extract(
     *,
     force: bool = False,
     version: str | None = None,
+    verify: bool = True,
 ) -> Extracted:
-    """Generate the package of run ``run_id`` of the notebook into ``output``."""
+    """Generate the package of run ``run_id`` of the notebook into ``output``.
+
+    Before it is moved into place, the package is imported, its artifacts loaded and
+    its parity record replayed in a fresh process without nbprod (``verify``): a
+    package that would not work is never written (``PackageBroken``).
+    """
     output = Path(output).resolve()
     if output.exists() and not force:
         raise OutputExists(f"{output} already exists", "choose another folder, or pass --force")
@@ -81,6 +89,8 @@ def extract(
     staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.partial-"))
     try:
         warnings = _render(staging, notebook, analysis, record, run_folder, parity, version)
+        if verify:
+            verify_package(staging, analysis.package, analysis, interpreter(record.kernel))
         _move_into_place(staging, output, force)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -127,9 +137,15 @@ def _render(
     entry = analysis.entry
     assert entry is not None
     code = pipeline_code(analysis)
+    add_lambdas(code, analysis, lambda_homes(analysis, _read_json(run_folder / "lambdas.json", [])))
     environment = _read_json(run_folder / "environment.json", {"packages": {}, "modules": []})
     used = {analysis.imports[n].module for n in analysis.imports if _imported_by(code, n, analysis)}
-    requirements, test_requirements = pins(environment, used)
+    test_imports = _test_imports(analysis)
+    needed = used | {analysis.imports[n].module for n in analysis.imports}
+    vendored = local_modules(run_folder, needed, analysis.run_files)
+    used -= vendored.tops
+    manifest = _read_json(run_folder / "artifacts" / "manifest.json", {})
+    requirements, test_requirements = pins(environment, used, manifest, notebook.package_name)
     warnings: list[str] = []
     source = root / "src" / package
     tests = root / "tests"
@@ -139,6 +155,7 @@ def _render(
     shutil.copytree(run_folder / "parity", tests / "parity")
     if (run_folder / "fixtures").is_dir():
         shutil.copytree(run_folder / "fixtures", tests / "fixtures")
+    copy_modules(vendored, source, package)
     (source / "_values.py").write_text(runtime_source("values"), encoding="utf-8")
     (source / "_artifacts.py").write_text(runtime_source("artifacts"), encoding="utf-8")
     (source / "_schema.py").write_text(runtime_source("schema"), encoding="utf-8")
@@ -156,7 +173,7 @@ def _render(
     test_cells, skipped = _tests(analysis, run_folder)
     warnings += skipped
     context["tests"] = test_cells
-    context["imports"] = _test_imports(analysis)
+    context["imports"] = [rewrite_imports(line, vendored.tops, package) for line in test_imports]
     files = {
         root / "pyproject.toml": "pyproject.toml.j2",
         root / "README.md": "README.md.j2",
@@ -172,7 +189,8 @@ def _render(
     }
     for path, template in files.items():
         path.write_text(_TEMPLATES.get_template(template).render(**context), encoding="utf-8")
-    pipeline_context = dict(context, imports=code.imports)
+    imports = [rewrite_imports(line, vendored.tops, package) for line in code.imports]
+    pipeline_context = dict(context, imports=imports)
     (source / "pipeline.py").write_text(
         _TEMPLATES.get_template("pipeline.py.j2").render(**pipeline_context), encoding="utf-8"
     )

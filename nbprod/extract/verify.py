@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..analysis import Analysis
-from ..exceptions import PackageBroken
+from ..analysis import Analysis, CellInfo
+from ..exceptions import CellError, PackageBroken
 
 PROBE = Path(__file__).with_name("probe.py")
 TIMEOUT = 600.0
@@ -84,8 +84,8 @@ def broken(result: dict[str, Any], package: str, analysis: Analysis) -> PackageB
             hint = (
                 f"define `{name}` with `def` or `class` in a features cell"
                 if where is None
-                else f"`{name}` is defined in {where}: tag that cell `features` (functions and "
-                "classes an artifact refers to must be extracted)"
+                else f"`{name}` is defined in {_label(where)}: tag that cell `features` "
+                "(functions and classes an artifact refers to must be extracted)"
             )
         elif unresolved:
             hint = (
@@ -98,7 +98,7 @@ def broken(result: dict[str, Any], package: str, analysis: Analysis) -> PackageB
     if stage == "import":
         message = f"the generated package {package} does not import: {error}"
         if where is not None:
-            hint = f"`{name}` comes from {where}: tag that cell `features`"
+            hint = f"`{name}` comes from {_label(where)}: tag that cell `features`"
         elif unresolved:
             hint = (
                 f"`{unresolved}` is not installed where the package runs: import it from an "
@@ -115,8 +115,77 @@ def broken(result: dict[str, Any], package: str, analysis: Analysis) -> PackageB
     )
 
 
-def _defined_in(analysis: Analysis, name: str) -> str | None:
-    for info in reversed(analysis.cells):
-        if name in info.outputs:
-            return f"cell {info.number} ({info.role or 'untagged'})"
-    return None
+def unresolved_references(
+    analysis: Analysis,
+    manifest: dict[str, Any],
+    local_modules: set[str],
+    lambdas: list[dict[str, str]],
+) -> list[CellError]:
+    """Functions and classes the saved artifacts refer to that the package would not
+    define: a def in an untagged cell, a class the kernel made in ``__main__``, a module
+    that is neither installed nor vendored. Read from each artifact's recorded types,
+    so nothing is loaded: cheap enough for the end of every run."""
+    from .code import lambda_homes, module_level_names
+
+    package = analysis.package
+    defined = module_level_names(analysis, lambda_homes(analysis, lambdas))
+    sources = {lam["name"]: lam["source"] for lam in lambdas}
+    problems: list[CellError] = []
+    for artifact, entry in sorted(manifest.get("artifacts", {}).items()):
+        origin = analysis.artifacts.get(artifact)
+        for reference in entry.get("trusted", []):
+            module, _, name = reference.rpartition(".")
+            if module == f"{package}.pipeline" and name in defined:
+                continue
+            if module.startswith(f"{package}.vendored."):
+                if module.removeprefix(f"{package}.vendored.") in local_modules:
+                    continue
+            elif module != "__main__" and not module.startswith(f"{package}."):
+                continue  # an installed library's type: pinned as a dependency
+            cell, role = (origin.info.number, origin.role) if origin else (0, None)
+            if name in sources:
+                problems.append(
+                    CellError(
+                        f"the artifact `{artifact}` holds `{sources[name]}`, a lambda made "
+                        "outside the extracted cells, which the package could not rebuild",
+                        "define it with `def` in a features cell and pass that function",
+                        cell=cell,
+                        role=role,
+                        line=origin.line if origin else None,
+                        name=artifact,
+                    )
+                )
+                continue
+            where = _defined_in(analysis, name)
+            hint = f"define `{name}` with `def` or `class` in a features cell"
+            if where and where.role is None:
+                hint = (
+                    f"tag cell {where.number} `features`: functions and classes an artifact "
+                    "refers to must be extracted"
+                )
+            elif where:
+                hint = (
+                    f"move `{name}` into a features cell, its definition (defaults, decorators, "
+                    "bases) reading only imports, parameters and features code"
+                )
+            problems.append(
+                CellError(
+                    f"the artifact `{artifact}` refers to `{name}`"
+                    + (f", which {_label(where)} defines" if where else "")
+                    + ", but the package would not define it, so it could not load the artifact",
+                    hint,
+                    cell=cell,
+                    role=role,
+                    line=origin.line if origin else None,
+                    name=name,
+                )
+            )
+    return problems
+
+
+def _defined_in(analysis: Analysis, name: str) -> CellInfo | None:
+    return next((info for info in reversed(analysis.cells) if name in info.outputs), None)
+
+
+def _label(info: CellInfo) -> str:
+    return f"cell {info.number} ({info.role or 'untagged'})"

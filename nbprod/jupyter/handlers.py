@@ -67,6 +67,8 @@ class NbprodHandler(APIHandler):
             data = json.loads(self.request.body or b"null")
         except (ValueError, UnicodeDecodeError):
             raise ApiError(400, "the request body is not valid JSON") from None
+        except RecursionError:  # Python's JSON decoder recurses once per level
+            raise ApiError(400, "the request body nests lists and objects too deeply") from None
         if not isinstance(data, dict):
             raise ApiError(400, "the request body must be a JSON object")
         return data

@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 MAX_CALLS = 3
+VENDORED = "vendored"  # the subpackage of a generated package that holds local modules
 
 
 class Recorder:
@@ -131,10 +132,12 @@ class Recorder:
         namespace: dict[str, Any],
         entry: str,
         kind: str,
-        artifacts: list[str],
+        artifacts: dict[str, list[int]],
         metrics: list[str],
         samples: list[str],
     ) -> None:
+        """Record metrics, parity, data fingerprints and notes, and save the artifacts;
+        ``artifacts`` maps each name to the ``[cell, line]`` that defined it."""
         for name in metrics:
             value = namespace.get(name)
             if isinstance(value, numbers.Real) and not isinstance(value, bool):
@@ -145,20 +148,17 @@ class Recorder:
         self._save_parity(entry)
         self._write_json("data.json", self._fingerprints(namespace, samples))
         self._relocate_notebook_classes(namespace)
+        self._name_lambdas([namespace[name] for name in artifacts if name in namespace])
         missing = [name for name in artifacts if name not in namespace]
         if missing:
             raise NameError(
                 f"artifact(s) {', '.join(missing)} were not defined when the notebook finished "
                 "(deleted, or defined only in a branch that did not run)"
             )
-        try:
-            self.artifacts.save_artifacts(
-                {name: namespace[name] for name in artifacts}, self.run_dir / "artifacts"
-            )
-        except Exception as error:
-            raise RuntimeError(
-                f"nbprod could not save the artifacts with skops: {error}"
-            ) from error
+        # a value no format can store raises UnsupportedArtifact naming it and its cell
+        self.artifacts.save_artifacts(
+            {name: namespace[name] for name in artifacts}, self.run_dir / "artifacts", artifacts
+        )
         self._write_json("notes.json", self.notes)
 
     def record_environment(self, modules: list[str]) -> None:
@@ -267,6 +267,72 @@ class Recorder:
             }
         return found
 
+    def record_local_modules(self) -> None:
+        """The modules the kernel loaded from files that no installed distribution
+        provides (a ``helpers.py`` beside the notebook, a ``src/`` package on a path the
+        notebook added): the package vendors them, never depends on them by name. Their
+        functions and classes are re-pointed to where the package keeps them, so an
+        artifact that refers to one finds it there."""
+        import importlib.metadata as metadata
+        import sys
+        import sysconfig
+
+        installed = set(metadata.packages_distributions())
+        system = {Path(p).resolve() for p in sysconfig.get_paths().values() if p}
+        system |= {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}
+        here = Path.cwd().resolve()  # the notebook's folder: Jupyter runs it there
+        local: dict[str, str] = {}
+        for name, module in list(sys.modules.items()):
+            file = getattr(module, "__file__", None)
+            top = name.split(".")[0]
+            if not file or not file.endswith(".py") or name == "__main__":
+                continue
+            if top.startswith("_nbprod") or top in sys.stdlib_module_names:
+                continue
+            path = Path(file).resolve()
+            if any(path.is_relative_to(root) for root in system) or not path.is_file():
+                continue
+            # an editable install lies outside site-packages too, but is a distribution
+            if top in installed and not path.is_relative_to(here):
+                continue
+            local[name] = str(path)
+        package = self.package_module.rsplit(".", 1)[0]
+        for name in local:
+            module = sys.modules[name]
+            for value in list(vars(module).values()):
+                if (inspect.isclass(value) or inspect.isfunction(value)) and getattr(
+                    value, "__module__", None
+                ) == name:
+                    try:
+                        value.__module__ = f"{package}.{VENDORED}.{name}"
+                    except (AttributeError, TypeError):
+                        continue
+        self._write_json("local_modules.json", local)
+
+    def _name_lambdas(self, values: list[Any]) -> None:
+        """A lambda inside an artifact (``FunctionTransformer(lambda X: ...)``) has no
+        name a package can import it by. Give each one made in a cell a module-level
+        name in ``<package>.pipeline``; extraction writes its source there under that
+        name. A closure over local variables keeps no name: saving it is refused."""
+        import ast
+        import linecache
+
+        named: list[dict[str, Any]] = []
+        for function in _functions_in(values):
+            code = function.__code__
+            if function.__name__ != "<lambda>" or function.__module__ != "__main__":
+                continue
+            if code.co_freevars:
+                continue
+            source = _lambda_source(ast, linecache.getlines(code.co_filename), code)
+            if source is None:
+                continue
+            name = f"_lambda_{len(named) + 1}"
+            function.__name__ = function.__qualname__ = name
+            function.__module__ = self.package_module
+            named.append({"name": name, "source": source})
+        self._write_json("lambdas.json", named)
+
     def _relocate_notebook_classes(self, namespace: dict[str, Any]) -> None:
         """Classes and functions defined in cells live in ``<package>.pipeline`` once
         extracted; skops records an object's module, so point it there before saving."""
@@ -282,3 +348,46 @@ class Recorder:
     def _write_json(self, name: str, data: Any) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / name).write_text(json.dumps(data, indent=1))
+
+
+def _functions_in(values: list[Any], limit: int = 100_000) -> list[Any]:
+    """Python functions reachable from ``values`` through containers, attributes and
+    ``functools.partial`` (bounded: a fitted model is a tree of small objects)."""
+    found: list[Any] = []
+    seen: set[int] = set()
+    pending = list(values)
+    while pending and len(seen) < limit:
+        value = pending.pop()
+        if id(value) in seen or isinstance(value, str | bytes | int | float | type(None)):
+            continue
+        seen.add(id(value))
+        if inspect.isfunction(value):
+            found.append(value)
+        elif isinstance(value, dict):
+            pending += [*value.keys(), *value.values()]
+        elif isinstance(value, list | tuple | set | frozenset):
+            pending += list(value)
+        elif isinstance(value, functools.partial):
+            pending += [value.func, *value.args, *value.keywords.values()]
+        elif not inspect.ismodule(value) and not inspect.isclass(value):
+            state = getattr(value, "__dict__", None)
+            if isinstance(state, dict):
+                pending += list(state.values())
+    return found
+
+
+def _lambda_source(ast: Any, lines: list[str], code: Any) -> str | None:
+    """The source of the lambda compiled to ``code``, from the cell it was made in."""
+    try:
+        tree = ast.parse("".join(lines))
+    except (SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Lambda) or node.lineno != code.co_firstlineno:
+            continue
+        source = ast.unparse(node)
+        compiled = compile(source, "<lambda>", "eval")
+        inner = next((c for c in compiled.co_consts if hasattr(c, "co_code")), None)
+        if inner is not None and (inner.co_code, inner.co_names) == (code.co_code, code.co_names):
+            return str(source)
+    return None
