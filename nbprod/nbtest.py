@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .analysis import analyze
-from .exceptions import ExecutionFailed, NbprodError
+from .exceptions import ExecutionFailed, NbprodError, PackageBroken
 from .execute import ANSI, error_heading, error_traceback, run_budget, traceback_line
 from .facts import Problem
 from .nbmake_settings import FOLLOWS, add_follow_ups, execution_settings
@@ -165,8 +165,14 @@ class Tester:
         from .extract import extract
 
         folder = Path(tempfile.mkdtemp(prefix=f"nbprod-{record.package}-"))
+        broken = ""  # what extract's own check of the package found
         try:
-            extracted = extract(path, record.id, folder / record.package).path
+            try:
+                extracted = extract(path, record.id, folder / record.package).path
+            except PackageBroken as error:
+                # extract hands over no broken package; this stage keeps one to look at
+                broken = _error_text(error) + "\n"
+                extracted = extract(path, record.id, folder / record.package, verify=False).path
         except NbprodError as error:
             shutil.rmtree(folder, ignore_errors=True)
             raise StageFailed(_error_text(error)) from None
@@ -190,10 +196,12 @@ class Tester:
             ) from None
         if result.returncode != 0:
             raise StageFailed(
-                f"the package extracted from run {record.id} fails its tests "
+                f"{broken}the package extracted from run {record.id} fails its tests "
                 f"(pytest exit code {result.returncode}):\n{result.stdout}{result.stderr}\n"
                 f"package: {extracted}\n{executed_line(path, record.id)}"
             )
+        if broken:
+            raise StageFailed(f"{broken}package: {extracted}\n{executed_line(path, record.id)}")
         if not self.keep:
             shutil.rmtree(folder, ignore_errors=True)
         return extracted

@@ -114,6 +114,8 @@ def test_a_parity_failure_keeps_the_package_to_look_at(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert _row(result.stdout, f"{tmp_path}/noisy.ipynb")[1:4] == ["passed", "passed", "FAILED"]
     assert "test_predictions_match_the_notebook" in result.stdout
+    # extract's own check said it first; the stage keeps the package to look at anyway
+    assert "the generated package does not predict what the notebook did" in result.stdout
     package = next(
         line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("package:")
     )
