@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -347,5 +348,60 @@ def test_a_script_the_notebook_runs_with_percent_run_is_vendored(tmp_path: Path)
     source = tmp_path / "pkg/src/scripted"
     assert (source / "vendored" / "cleaning.py").is_file()
     assert "from scripted.vendored.cleaning import clean" in (source / "pipeline.py").read_text()
+    tested = package_tests(tmp_path / "pkg")
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def apply_advice(notebook: Path, rounds: int = 10) -> list[str]:
+    """Follow `nbprod check`'s advice literally, as a newcomer would: for each problem
+    whose fix starts `tag cell N `role``, tag that cell so; repeat until the check
+    passes or advises nothing it can follow. Returns the tags applied, in order."""
+    applied: list[str] = []
+    for _ in range(rounds):
+        report = json.loads(nbprod("check", notebook, "--json").stdout)
+        if report["ok"]:
+            return applied
+        node = json.loads(notebook.read_text())
+        followed = False
+        for problem in report["problems"]:
+            found = re.match(r"tag cell (\d+) `(\w+)`", problem["hint"] or "")
+            if found is None:
+                continue
+            cell, role = int(found.group(1)), found.group(2)
+            node["cells"][cell - 1]["metadata"]["tags"] = [role]
+            applied.append(f"{cell}:{role}")
+            followed = True
+        notebook.write_text(json.dumps(node))
+        if not followed:
+            break
+    raise AssertionError(f"the advice did not converge: {applied}, {report['problems']}")
+
+
+def test_following_the_checks_advice_literally_leads_to_a_working_package(
+    tmp_path: Path,
+) -> None:
+    """A notebook as people write it, with only its model and prediction tagged: every
+    cell the check names gets the role it advises, and the package then passes its
+    own tests."""
+    (tmp_path / "data").mkdir()
+    rows = "".join(f"{i},{i % 7 * 1.5},{(i * 3) % 5},{int(i % 7 > 3)}\n" for i in range(60))
+    (tmp_path / "data" / "train.csv").write_text("id,x1,x2,label\n" + rows)
+    (tmp_path / "data" / "test.csv").write_text("id,x1,x2\n1,0.5,2\n2,6.0,1\n3,3.0,4\n")
+    notebook = write_notebook(
+        tmp_path / "advice.ipynb",
+        (None, "import pandas as pd\nfrom sklearn.linear_model import LogisticRegression"),
+        (None, "train = pd.read_csv('data/train.csv')\ntrain.head()"),
+        (None, "def features(frame):\n    return frame[['x1', 'x2']] * 2"),
+        (None, "threshold = train.label.mean()"),
+        ("train", "model = LogisticRegression().fit(features(train), train.label)"),
+        (None, "test_data = pd.read_csv('data/test.csv')"),
+        (
+            "inference",
+            "scores = model.predict_proba(features(test_data))[:, 1]\nlabels = scores > threshold",
+        ),
+    )
+    applied = apply_advice(notebook)
+    assert sorted(set(applied)) == ["2:data", "3:features", "4:train", "6:data"]
+    run_and_extract(notebook, tmp_path / "pkg")
     tested = package_tests(tmp_path / "pkg")
     assert tested.returncode == 0, tested.stdout + tested.stderr
