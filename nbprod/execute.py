@@ -76,6 +76,10 @@ class RunOptions:
     sweep_id: str | None = None
     store: str | os.PathLike[str] | None = None  # default: .nbprod/runs.db beside it
     kernel_manager_class: type | None = None  # e.g. a fork-server manager for sweeps
+    # Generate and check the run's package at the end (see _round_trip). Sweeps skip it
+    # (it would add seconds to every run; extract and publish still check the one
+    # chosen), as does the parity stage of `nbprod test`, which does it next anyway.
+    round_trip: bool = True
 
 
 def run_notebook(
@@ -116,20 +120,12 @@ def run_notebook(
     (folder / "parameters.json").write_text(
         json.dumps(parameters, indent=2, default=repr), encoding="utf-8"
     )
+    warm = _warm_probe(kernel) if options.round_trip else None
     try:
         _execute(notebook, analysis, parameters, folder, kernel, options)
         _check_references(analysis, folder)
     except ExecutionFailed as error:
-        error.run_id, error.run_folder = run_id, folder
-        record.status = "failed"
-        record.error = {
-            "cell": error.cell,
-            "role": error.role,
-            "line": error.line,
-            "ename": error.ename,
-            "evalue": error.evalue,
-            "message": error.message,
-        }
+        _failed(record, error, folder)
         raise
     except (KeyboardInterrupt, Cancelled) as error:
         from .executors import kill_kernels_of  # the loop was cut short: no cleanup ran
@@ -152,7 +148,70 @@ def run_notebook(
             record.notes.append(f"kernel: {started_by}")  # a fork was refused: say why
         record.kernel_start = started_by or "process"
         _record(store, folder, record)
+        if warm is not None and record.status != "succeeded":
+            warm.close()
+    if options.round_trip and record.status == "succeeded":
+        try:
+            _round_trip(analysis, record, warm)
+        except ExecutionFailed as error:
+            _failed(record, error, folder)
+            _record(store, folder, record)
+            raise
     return record
+
+
+def _failed(record: RunRecord, error: ExecutionFailed, folder: Path) -> None:
+    """Mark the run failed by ``error``, which learns the run it belongs to."""
+    error.run_id, error.run_folder = record.id, folder
+    record.status = "failed"
+    record.error = {
+        "cell": error.cell,
+        "role": error.role,
+        "line": error.line,
+        "ename": error.ename,
+        "evalue": error.evalue,
+        "message": error.message,
+    }
+
+
+def _round_trip(analysis: Analysis, record: RunRecord, warm: Any) -> None:
+    """Save → load in a fresh process → predict equals: the package of this run is
+    generated into a scratch folder and checked as extract checks it, so a run that
+    cannot become a working package says so now. The probe process was started with
+    the kernel (``warm``) and has imported the heavy libraries in the meantime."""
+    import tempfile
+
+    from .exceptions import PackageBroken
+    from .extract import extract
+
+    scratch = Path(tempfile.mkdtemp(prefix="nbprod-round-trip-"))
+    try:
+        extract(record.notebook, record.id, scratch / "package", probe=warm)
+    except PackageBroken as error:
+        artifact = next((a for a in analysis.artifacts if f"`{a}`" in error.message), None)
+        if artifact is not None:
+            where = analysis.artifacts[artifact]
+            cell, role, line = where.info.number, where.role, where.line
+        else:
+            cell = analysis.entry.cell if analysis.entry else 0
+            role, line = "inference", None
+        raise ExecutionFailed(
+            f"the run cannot become a working package: {error.message}",
+            error.hint,
+            cell=cell,
+            role=role,
+            line=line,
+        ) from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if warm is not None:
+            warm.close()
+
+
+def _warm_probe(kernel: str) -> Any:
+    from .extract.verify import WarmProbe, interpreter
+
+    return WarmProbe(interpreter(kernel))
 
 
 def _record(store: RunStore, folder: Path, record: RunRecord) -> None:

@@ -41,6 +41,7 @@ def execute_spec(spec: RunSpec, manager_factory: Callable[[], type] | None = Non
         sweep_id=spec.sweep_id,
         store=spec.store,
         kernel_manager_class=manager_factory() if manager_factory else None,
+        round_trip=False,
     )
     try:
         return run_notebook(spec.notebook, spec.parameters, options)

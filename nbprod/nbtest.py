@@ -149,7 +149,9 @@ class Tester:
         try:
             notebook = load_notebook(path)
             options = RunOptions(
-                timeout=self.timeout, kernel_manager_class=self._manager_class(path)
+                timeout=self.timeout,
+                kernel_manager_class=self._manager_class(path),
+                round_trip=False,  # the parity stage extracts and checks the package next
             )
             return run_notebook(path, dict(notebook.settings.smoke), options)
         except ExecutionFailed as error:

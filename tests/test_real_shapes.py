@@ -405,3 +405,24 @@ def test_following_the_checks_advice_literally_leads_to_a_working_package(
     run_and_extract(notebook, tmp_path / "pkg")
     tested = package_tests(tmp_path / "pkg")
     assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_a_run_whose_package_would_not_predict_the_same_fails_the_run(tmp_path: Path) -> None:
+    """The round trip at the end of `nbprod run`: a prediction that depends on something
+    outside its inputs and the artifacts cannot be reproduced by the package."""
+    notebook = write_notebook(
+        tmp_path / "noisy.ipynb",
+        ("data", "xs = [1.0, 2.0, 3.0]"),
+        ("train", "w = sum(xs)"),
+        ("inference", "import random\n\ndef predict(x):\n    return x * w + random.random()"),
+        (None, "predict(2.0)"),
+    )
+    run = nbprod("run", notebook, "--json")
+    assert run.returncode == 1, run.stdout + run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["status"] == "failed"
+    assert "cell 3 (inference)" in summary["error"]
+    assert "the run cannot become a working package" in summary["error"]
+    assert "does not predict what the notebook did" in summary["error"]
+    listed = nbprod("runs", notebook, "--json")
+    assert [r["status"] for r in json.loads(listed.stdout)] == ["failed"]

@@ -29,7 +29,7 @@ from ..runs import RunRecord, load_record
 from .code import PipelineCode, add_lambdas, indent, lambda_homes, pipeline_code
 from .dependencies import SERVE, parquet_pin, pins
 from .vendor import copy_modules, local_modules, rewrite_imports
-from .verify import interpreter, verify_package
+from .verify import WarmProbe, interpreter, verify_package
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("nbprod.extract", "templates"),
@@ -55,12 +55,14 @@ def extract(
     force: bool = False,
     version: str | None = None,
     verify: bool = True,
+    probe: WarmProbe | None = None,
 ) -> Extracted:
     """Generate the package of run ``run_id`` of the notebook into ``output``.
 
     Before it is moved into place, the package is imported, its artifacts loaded and
-    its parity record replayed in a fresh process without nbprod (``verify``): a
-    package that would not work is never written (``PackageBroken``).
+    its parity record replayed in a fresh process without nbprod (``verify``; in
+    ``probe`` when one was started ahead): a package that would not work is never
+    written (``PackageBroken``).
     """
     output = Path(output).resolve()
     if output.exists() and not force:
@@ -90,7 +92,8 @@ def extract(
     try:
         warnings = _render(staging, notebook, analysis, record, run_folder, parity, version)
         if verify:
-            verify_package(staging, analysis.package, analysis, interpreter(record.kernel))
+            python = interpreter(record.kernel)
+            verify_package(staging, analysis.package, analysis, python, probe)
         _move_into_place(staging, output, force)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

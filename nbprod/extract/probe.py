@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
 import sys
 import traceback
@@ -74,5 +75,26 @@ def probe(source: Path, name: str) -> dict[str, Any]:
     return {"ok": True, "artifacts": list(loaded), "calls": len(calls)}
 
 
+def main(argv: list[str]) -> None:
+    """``probe.py SRC PACKAGE``, or ``probe.py --wait MODULE...``: import the modules
+    (the heavy libraries every package needs) now, then read ``{"source", "package"}``
+    from stdin. A run starts the waiting form beside the kernel, so the imports overlap
+    with the notebook instead of adding to it."""
+    if argv and argv[0] == "--wait":
+        for module in argv[1:]:
+            try:
+                importlib.import_module(module)
+            except Exception:  # the package's own import will say what is missing
+                continue
+        request = json.loads(sys.stdin.readline() or "{}")
+        if not request:
+            return  # nobody asked: the run failed before it had a package
+        source, name = Path(request["source"]), str(request["package"])
+    else:
+        source, name = Path(argv[0]), argv[1]
+    os.environ.pop(f"{name.upper()}_ARTIFACTS", None)  # the package's own artifacts
+    print(json.dumps(probe(source, name)))
+
+
 if __name__ == "__main__":
-    print(json.dumps(probe(Path(sys.argv[1]), sys.argv[2])))
+    main(sys.argv[1:])

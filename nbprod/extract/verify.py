@@ -36,30 +36,72 @@ def interpreter(kernel: str | None) -> str:
     return str(argv[0]) if argv and "python" in Path(str(argv[0])).name else sys.executable
 
 
-def verify_package(root: Path, package: str, analysis: Analysis, python: str) -> dict[str, Any]:
-    """Run the probe on the package rendered in ``root``; raise PackageBroken on failure."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env.pop(f"{package.upper()}_ARTIFACTS", None)
-    try:
-        done = subprocess.run(
-            [python, "-I", str(PROBE), str(root / "src"), package],
-            capture_output=True,
+# What nearly every generated package imports: a waiting probe imports them ahead.
+PRELOAD = ("numpy", "pandas", "pyarrow", "sklearn", "skops.io")
+
+
+def _probe_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+
+
+class WarmProbe:
+    """A probe process started ahead of time (``probe.py --wait``): it imports the
+    heavy libraries while the notebook runs, then checks the package it is given.
+    Fresh in every way that matters: it has never seen nbprod, the notebook or the
+    package. One use; ``close()`` ends it if it was never asked."""
+
+    def __init__(self, python: str) -> None:
+        self.process = subprocess.Popen(
+            [python, "-I", str(PROBE), "--wait", *PRELOAD],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=TIMEOUT,
-            cwd=root,
-            env=env,
+            env=_probe_env(),
         )
+
+    def ask(self, source: Path, package: str) -> tuple[str, str]:
+        request = json.dumps({"source": str(source), "package": package}) + "\n"
+        try:
+            return self.process.communicate(request, timeout=TIMEOUT)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()
+
+
+def verify_package(
+    root: Path, package: str, analysis: Analysis, python: str, warm: WarmProbe | None = None
+) -> dict[str, Any]:
+    """Run the probe on the package rendered in ``root`` (in ``warm`` when given);
+    raise PackageBroken on failure."""
+    try:
+        if warm is not None:
+            stdout, stderr = warm.ask(root / "src", package)
+        else:
+            done = subprocess.run(
+                [python, "-I", str(PROBE), str(root / "src"), package],
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT,
+                cwd=root,
+                env=_probe_env(),
+            )
+            stdout, stderr = done.stdout, done.stderr
     except subprocess.TimeoutExpired as error:
         raise PackageBroken(
             f"the generated package did not load and predict within {TIMEOUT:g} s",
             "look for slow module-level code in the features or inference cells",
         ) from error
-    lines = done.stdout.strip().splitlines()
+    lines = stdout.strip().splitlines()
     try:
         result: dict[str, Any] = json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
         raise PackageBroken(
-            f"the generated package could not be checked: {done.stderr.strip()[-800:]}",
+            f"the generated package could not be checked: {stderr.strip()[-800:]}",
             "please report this with the notebook",
         ) from None
     if not result.get("ok"):
