@@ -58,6 +58,9 @@ class WarmProbe:
             stderr=subprocess.PIPE,
             text=True,
             env=_probe_env(),
+            # a group of its own: a cancelled run kills its children's process groups
+            # (executors.kill_kernels_of), which must never be the caller's own group
+            start_new_session=True,
         )
 
     def ask(self, source: Path, package: str) -> tuple[str, str]:
@@ -89,6 +92,7 @@ def verify_package(
                 timeout=TIMEOUT,
                 cwd=root,
                 env=_probe_env(),
+                start_new_session=True,  # as in WarmProbe
             )
             stdout, stderr = done.stdout, done.stderr
     except subprocess.TimeoutExpired as error:
