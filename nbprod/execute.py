@@ -202,6 +202,8 @@ def _round_trip(analysis: Analysis, record: RunRecord, warm: Any) -> None:
             role=role,
             line=line,
         ) from None
+    except NbprodError:
+        return  # no package can be made yet (no recorded call, ...): extract says why
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         if warm is not None:
