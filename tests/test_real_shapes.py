@@ -298,8 +298,21 @@ def test_a_lambda_inside_an_artifact_gets_a_home_in_the_package(tmp_path: Path) 
     run_and_extract(notebook, tmp_path / "pkg")
     pipeline = (tmp_path / "pkg/src/lambdas/pipeline.py").read_text()
     assert "# cell 2, line 5\n_lambda_1 = lambda s: s.str.lower()\n" in pipeline
+    assert '_lambda_1.__name__ = _lambda_1.__qualname__ = "_lambda_1"' in pipeline
+    assert "FunctionTransformer(_lambda_1)" in pipeline  # train() uses the named one
     tested = package_tests(tmp_path / "pkg")
     assert tested.returncode == 0, tested.stdout + tested.stderr
+    # retrained, the artifacts can be saved again: the lambda has its name in train() too
+    retrained = subprocess.run(
+        [sys.executable, "-m", "lambdas", "train", "-o", str(tmp_path / "again")],
+        cwd=tmp_path / "pkg",
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "pkg" / "src")},
+        timeout=600,
+    )
+    assert retrained.returncode == 0, retrained.stderr
+    assert (tmp_path / "again" / "manifest.json").is_file()
 
 
 def test_a_lambda_closing_over_a_local_is_refused_at_run_naming_the_artifact(

@@ -120,11 +120,36 @@ def add_lambdas(code: PipelineCode, analysis: Analysis, homes: list[LambdaHome])
     for home in homes:
         lines.append(f"# cell {home.cell}, line {home.line}")
         lines.append(f"{home.name} = {home.source}")
+        lines.append(f'{home.name}.__name__ = {home.name}.__qualname__ = "{home.name}"')
         loads |= {n.id for n in ast.walk(ast.parse(home.source)) if isinstance(n, ast.Name)}
     code.module_blocks.append("\n".join(lines))
+    # train() uses the named functions too, so that `<pkg> train -o DIR` can save again
+    for home in homes:
+        segment = _lambda_text(analysis, home)
+        if segment is not None and "\n" not in segment:
+            code.train_body = code.train_body.replace(segment, home.name)
     for statement in _hoisted_imports(analysis, loads):
         if statement not in code.imports:
             code.imports.append(statement)
+
+
+def _lambda_text(analysis: Analysis, home: LambdaHome) -> str | None:
+    """The lambda's text as the cell spells it (``ast.unparse`` may space it otherwise)."""
+    info = next(c for c in analysis.cells if c.number == home.cell)
+    for statement in info.statements:
+        for node in ast.walk(statement.node):
+            if isinstance(node, ast.Lambda) and ast.unparse(node) == home.source:
+                segment = ast.get_source_segment(info.parsed.source, node)
+                try:  # only the lambda's own text may be replaced, never a neighbour's
+                    same = segment is not None and _unparsed(segment) == home.source
+                except SyntaxError:
+                    same = False
+                return segment if same else None
+    return None
+
+
+def _unparsed(expression: str) -> str:
+    return ast.unparse(ast.parse(expression.strip(), mode="eval").body)
 
 
 def module_level_names(analysis: Analysis, homes: Sequence[LambdaHome] = ()) -> set[str]:
