@@ -223,24 +223,24 @@ def test_a_score_without_the_label_is_reported_too(tmp_path: Path) -> None:
     assert [p.cell for p in analysis.errors] == [3]
 
 
-def test_advice_for_an_untagged_test_set_says_what_each_role_means(tmp_path: Path) -> None:
-    analysis = check(
+def reading_a_test_set(tmp_path: Path, role: str | None) -> Analysis:
+    """The test set loaded by a cell of ``role``, predicted on by plain statements."""
+    return check(
         tmp_path,
-        (None, "import pandas as pd\ntest_data = pd.read_csv('test.csv')"),
+        (role, "import pandas as pd\ntest_data = pd.read_csv('test.csv')"),
         *EVALUATING,
         ("inference", "y_pred = model.predict(test_data[['x']])"),
     )
+
+
+def test_advice_for_an_untagged_test_set_says_what_each_role_means(tmp_path: Path) -> None:
+    analysis = reading_a_test_set(tmp_path, None)
     [problem] = analysis.errors
     assert problem.hint is not None
     assert problem.hint.startswith("tag cell 1 `data` if `test_data` is rows to predict on")
     assert "or `train` if it is fitted or learned" in problem.hint
     # applied literally, the first advice gives an entry point that takes the rows
-    tagged = check(
-        tmp_path,
-        ("data", "import pandas as pd\ntest_data = pd.read_csv('test.csv')"),
-        *EVALUATING,
-        ("inference", "y_pred = model.predict(test_data[['x']])"),
-    )
+    tagged = reading_a_test_set(tmp_path, "data")
     assert tagged.errors == []
     assert tagged.entry is not None and tagged.entry.params == ["test_data"]
 

@@ -19,6 +19,7 @@ checks the hash first: a file changed after training is refused. An entry withou
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import copy
 import hashlib
@@ -57,7 +58,7 @@ class MissingFormat(ImportError):
     """A manifest names a format that neither nbprod nor an installed distribution provides."""
 
 
-class Format:
+class Format(abc.ABC):
     """One way to store a value in one file.
 
     A distribution adds a format by pointing an entry point of the group
@@ -73,14 +74,17 @@ class Format:
     requires: tuple[str, ...] = ()  # top-level modules ``load`` imports
     distribution: dict[str, str] | None = None  # set for a format found by entry point
 
+    @abc.abstractmethod
     def handles(self, value: Any) -> bool:
-        raise NotImplementedError
+        """See the class docstring."""
 
+    @abc.abstractmethod
     def save(self, value: Any, path: Path) -> dict[str, Any]:
-        raise NotImplementedError
+        """See the class docstring."""
 
+    @abc.abstractmethod
     def load(self, path: Path, entry: Mapping[str, Any]) -> Any:
-        raise NotImplementedError
+        """See the class docstring."""
 
 
 def sha256(path: Path) -> str:
