@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,6 +74,20 @@ def existing_store(notebook: Path | None, configured: str | None = None) -> RunS
     return RunStore(path)
 
 
+def _write_ahead_log(db: sqlite3.Connection, attempts: int = 100) -> None:
+    """Switch the file to WAL. The switch needs the file to itself and SQLite does not
+    wait for it as it waits for ordinary locks (busy_timeout): a store opened while
+    other threads or processes read it got "database is locked". Retry briefly."""
+    for attempt in range(attempts):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
 class RunStore:
     """One SQLite file; each call opens its own short transaction (process and thread safe)."""
 
@@ -80,7 +95,7 @@ class RunStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
+            _write_ahead_log(db)
             db.executescript(_SCHEMA)
             columns = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
             for column in _ADDED_COLUMNS:  # stores written by an older nbprod
