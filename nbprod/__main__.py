@@ -1,5 +1,5 @@
 """``python -m nbprod``: the command line, as background jobs start it."""
 
-from .cli import main
+from nbprod.cli import main
 
 main(prog_name="nbprod")

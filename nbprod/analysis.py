@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .facts import CellInfo, Definition, EntryPoint, Parameter, Problem, Severity
-from .naming import package_name, taken_names
-from .notebook import Cell, Notebook, declared_kernel
-from .parsing import parse_cell
-from .prediction import PredictionRules
-from .roles import ROLES, TRAINING_ROLES
-from .scopes import BUILTINS, Import, scan_statements
+from nbprod.facts import CellInfo, Definition, EntryPoint, Parameter, Problem, Severity
+from nbprod.naming import package_name, taken_names
+from nbprod.notebook import Cell, Notebook, declared_kernel
+from nbprod.parsing import parse_cell
+from nbprod.prediction import PredictionRules
+from nbprod.roles import ROLES, TRAINING_ROLES
+from nbprod.scopes import BUILTINS, Import, scan_statements
 
 __all__ = ["Analysis", "CellInfo", "Definition", "EntryPoint", "Parameter", "Problem", "analyze"]
 

@@ -20,9 +20,9 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__
-from .discover import find_notebooks, has_roles
-from .exceptions import OutputExists, UsageError
+from nbprod import __version__
+from nbprod.discover import find_notebooks, has_roles
+from nbprod.exceptions import OutputExists, UsageError
 
 if TYPE_CHECKING:
     import jinja2

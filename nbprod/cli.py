@@ -18,8 +18,8 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from . import __version__
-from .exceptions import Cancelled, ExecutionFailed, NbprodError
+from nbprod import __version__
+from nbprod.exceptions import Cancelled, ExecutionFailed, NbprodError
 
 # Piped output is read by people and scripts alike: do not cut tables at 80 columns.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -116,8 +116,8 @@ def run(
     as_json: bool,
 ) -> None:
     """Execute the notebook with papermill: once, or as a sweep over parameter values."""
-    from .notebook import load_notebook
-    from .sweep import expand, parse_axis, read_grid
+    from nbprod.notebook import load_notebook
+    from nbprod.sweep import expand, parse_axis, read_grid
 
     base: dict[str, Any] = dict(load_notebook(notebook).settings.smoke) if smoke else {}
     axes = [parse_axis(text) for text in params]
@@ -156,7 +156,7 @@ def _single_run(
     store: str | None,
     as_json: bool,
 ) -> None:
-    from .execute import RunOptions, run_notebook
+    from nbprod.execute import RunOptions, run_notebook
 
     options = RunOptions(kernel=kernel, timeout=timeout, store=store)
     try:
@@ -220,11 +220,11 @@ def _sweep(
     options: dict[str, Any],
     sweep_id: str | None,
 ) -> None:
-    from .display import SweepProgress, runs_table
-    from .executors import executor
-    from .runs import run_dir
-    from .store import first_metric
-    from .sweep import plan, run_sweep
+    from nbprod.display import SweepProgress, runs_table
+    from nbprod.executors import executor
+    from nbprod.runs import run_dir
+    from nbprod.store import first_metric
+    from nbprod.sweep import plan, run_sweep
 
     specs = plan(
         notebook, sets, base=base, kernel=kernel, timeout=timeout, store=store, sweep_id=sweep_id
@@ -270,7 +270,7 @@ def _sweep(
 
 
 def _configured_scheduler(notebook: Path) -> str | None:
-    from .config import configured
+    from nbprod.config import configured
 
     address = configured(notebook, "dask.address")
     return str(address) if address else None
@@ -318,9 +318,9 @@ def publish(
     """
     from dataclasses import asdict
 
-    from .exceptions import UsageError
-    from .publish import publish as publish_run
-    from .targets import target
+    from nbprod.exceptions import UsageError
+    from nbprod.publish import publish as publish_run
+    from nbprod.targets import target
 
     if index_url and not repository:
         raise UsageError("--index-url is only used with --repository", "add --repository")
@@ -362,7 +362,7 @@ def runs() -> None:
 
 
 def _store_for(notebook: Path | None, store: str | None) -> Any:
-    from .store import existing_store
+    from nbprod.store import existing_store
 
     return existing_store(notebook, store)
 
@@ -381,8 +381,8 @@ def runs_list(
     as_json: bool,
 ) -> None:
     """List the runs (of NOTEBOOK, or every run in the store)."""
-    from .display import runs_table
-    from .store import first_metric, sort_runs
+    from nbprod.display import runs_table
+    from nbprod.store import first_metric, sort_runs
 
     path = notebook.resolve() if notebook else None
     records = _store_for(notebook, store).runs(path, sweep_id=sweep_id)
@@ -422,7 +422,7 @@ def runs_compare(
     run_ids: tuple[str, ...], notebook: Path | None, store: str | None, as_json: bool
 ) -> None:
     """Parameters and metrics of several runs side by side."""
-    from .display import comparison_table
+    from nbprod.display import comparison_table
 
     run_store = _store_for(notebook, store)
     path = notebook.resolve() if notebook else None
@@ -447,7 +447,7 @@ def runs_compare(
 @click.option("--version", "version", help="Package version (default from the run's time).")
 def extract(notebook: Path, run_id: str, output: Path, force: bool, version: str | None) -> None:
     """Write the package source of a run, with its artifacts and tests."""
-    from .extract import extract as extract_package
+    from nbprod.extract import extract as extract_package
 
     result = extract_package(notebook, run_id, output, force=force, version=version)
     for warning in result.warnings:
@@ -461,9 +461,9 @@ def extract(notebook: Path, run_id: str, output: Path, force: bool, version: str
 
 
 # Command groups kept in modules of their own; imported last, as they use this module.
-from .cli_check import check  # noqa: E402
-from .cli_ci import ci  # noqa: E402
-from .cli_nbtest import test  # noqa: E402
+from nbprod.cli_check import check  # noqa: E402
+from nbprod.cli_ci import ci  # noqa: E402
+from nbprod.cli_nbtest import test  # noqa: E402
 
 main.add_command(check)
 main.add_command(ci)

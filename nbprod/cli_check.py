@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.markup import escape
 
-from .cli import json_flag, out
-from .exceptions import NbprodError
+from nbprod.cli import json_flag, out
+from nbprod.exceptions import NbprodError
 
 # The analysis is imported by the commands that use it: it imports nbformat (whose
 # jsonschema takes a second to import) and IPython, which `nbprod --help` and a
 # pre-commit check of notebooks without roles do not need.
 if TYPE_CHECKING:
-    from .analysis import Analysis, Problem
+    from nbprod.analysis import Analysis, Problem
 
 
 @click.command()
@@ -45,7 +45,7 @@ def check(paths: tuple[Path, ...], tagged_only: bool, as_json: bool) -> None:
     only the notebooks in them with nbprod roles are checked. With several notebooks
     every line starts with the notebook's path, and a summary ends the report.
     """
-    from .discover import has_roles
+    from nbprod.discover import has_roles
 
     single = paths[0] if len(paths) == 1 and not paths[0].is_dir() else None
     if single is None or (tagged_only and not has_roles(single)):
@@ -62,8 +62,8 @@ def check(paths: tuple[Path, ...], tagged_only: bool, as_json: bool) -> None:
 
 def _analyze(path: Path) -> Analysis:
     # Imported here, not at the top: see the note on the imports.
-    from .analysis import analyze
-    from .notebook import load_notebook
+    from nbprod.analysis import analyze
+    from nbprod.notebook import load_notebook
 
     return analyze(load_notebook(path))
 
@@ -121,7 +121,7 @@ def _checked(paths: tuple[Path, ...], tagged_only: bool) -> Iterator[_Checked]:
     ``--tagged-only``; named itself without the flag it is checked, and its check says
     that no cell has a role. A file that cannot be read is reported, not raised.
     """
-    from .discover import find_notebooks, has_roles
+    from nbprod.discover import find_notebooks, has_roles
 
     named: dict[Path, bool] = {}  # notebook -> named itself, not only found in a folder
     for given in paths:

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from .ci_init import PROVIDERS, plan, write
+from nbprod.ci_init import PROVIDERS, plan, write
 
 
 @click.group()
@@ -56,7 +56,7 @@ def init(
     runs `nbprod check` on the notebooks being committed. Existing files are left alone
     unless --force is given."""
     # Imported here: nbprod.cli imports this module while it is being imported itself.
-    from .cli import out
+    from nbprod.cli import out
 
     setup = plan(repo, provider_name, list(notebooks), strip_outputs)
     if dry_run:

@@ -18,13 +18,13 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from .cli import err, json_flag, out
-from .discover import find_notebooks, has_roles
-from .exceptions import Cancelled, UsageError
+from nbprod.cli import err, json_flag, out
+from nbprod.discover import find_notebooks, has_roles
+from nbprod.exceptions import Cancelled, UsageError
 
 # nbprod.nbtest imports the analysis (nbformat, IPython): only this command needs it.
 if TYPE_CHECKING:
-    from .nbtest import NotebookResult
+    from nbprod.nbtest import NotebookResult
 
 MARKS = {
     "passed": "[green]passed[/]",
@@ -68,7 +68,7 @@ def test(
     PATHS are notebooks or folders (default: the current folder). Folders are searched
     for notebooks with nbprod roles; notebooks without roles are executed with --all.
     """
-    from .nbtest import Tester
+    from nbprod.nbtest import Tester
 
     selected = _select(paths or (Path("."),), include_all)
     results: list[NotebookResult] = []
@@ -120,7 +120,7 @@ def _progress(result: NotebookResult) -> None:
 
 
 def _report(results: list[NotebookResult], seconds: float, as_json: bool, not_run: int = 0) -> None:
-    from .nbtest import STAGES
+    from nbprod.nbtest import STAGES
 
     if as_json:
         click.echo(json.dumps([result.to_json() for result in results], indent=2))

@@ -13,8 +13,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from .exceptions import NotebookFileError
-from .roles import ROLES
+from nbprod.exceptions import NotebookFileError
+from nbprod.roles import ROLES
 
 # pytest's default ``norecursedirs``, plus what holds copies of notebooks.
 SKIPPED_FOLDERS = frozenset(

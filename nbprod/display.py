@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .runs import RunRecord
-from .store import sort_runs
-from .sweep import RunEvent
+from nbprod.runs import RunRecord
+from nbprod.store import sort_runs
+from nbprod.sweep import RunEvent
 
 
 def runs_table(records: list[RunRecord], metric: str | None = None, title: str = "") -> Table:

@@ -21,15 +21,15 @@ from typing import Any
 import nbformat
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from .analysis import Analysis, analyze
-from .exceptions import Cancelled, CheckFailed, ExecutionFailed, NbprodError, UsageError
-from .instrument import INJECTED, SOURCE_CELL, instrument, strip
-from .kernels import CURRENT_PYTHON, kernel_manager_for
-from .notebook import Notebook, declared_kernel, load_notebook
-from .parsing import leading_blank_lines
-from .runs import RunRecord, new_run_id, run_dir, save_record
-from .runtime.artifacts import UnsupportedArtifact, sha256
-from .store import RunStore, store_path
+from nbprod.analysis import Analysis, analyze
+from nbprod.exceptions import Cancelled, CheckFailed, ExecutionFailed, NbprodError, UsageError
+from nbprod.instrument import INJECTED, SOURCE_CELL, instrument, strip
+from nbprod.kernels import CURRENT_PYTHON, kernel_manager_for
+from nbprod.notebook import Notebook, declared_kernel, load_notebook
+from nbprod.parsing import leading_blank_lines
+from nbprod.runs import RunRecord, new_run_id, run_dir, save_record
+from nbprod.runtime.artifacts import UnsupportedArtifact, sha256
+from nbprod.store import RunStore, store_path
 
 EXECUTED = "executed.ipynb"
 SOURCE = "notebook.ipynb"  # the notebook as it was when the run started
@@ -128,7 +128,7 @@ def run_notebook(
         _failed(record, error, folder)
         raise
     except (KeyboardInterrupt, Cancelled) as error:
-        from .executors import kill_kernels_of  # the loop was cut short: no cleanup ran
+        from nbprod.executors import kill_kernels_of  # the loop was cut short: no cleanup ran
 
         kill_kernels_of(os.getpid())
         record.status = "cancelled"
@@ -181,8 +181,8 @@ def _round_trip(analysis: Analysis, record: RunRecord, warm: Any) -> None:
     the kernel (``warm``) and has imported the heavy libraries in the meantime."""
     import tempfile
 
-    from .exceptions import PackageBroken
-    from .extract import extract
+    from nbprod.exceptions import PackageBroken
+    from nbprod.extract import extract
 
     scratch = Path(tempfile.mkdtemp(prefix="nbprod-round-trip-"))
     try:
@@ -211,7 +211,7 @@ def _round_trip(analysis: Analysis, record: RunRecord, warm: Any) -> None:
 
 
 def _warm_probe(kernel: str) -> Any:
-    from .extract.verify import WarmProbe, interpreter
+    from nbprod.extract.verify import WarmProbe, interpreter
 
     return WarmProbe(interpreter(kernel))
 
@@ -421,7 +421,7 @@ def _cell_failure(
 def _check_references(analysis: Analysis, folder: Path) -> None:
     """A run whose artifacts refer to code the package would not have fails now, naming
     the cell, instead of at extract or, worse, in production."""
-    from .extract.verify import unresolved_references
+    from nbprod.extract.verify import unresolved_references
 
     manifest_path = folder / "artifacts" / "manifest.json"
     local_path = folder / "local_modules.json"

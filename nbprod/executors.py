@@ -19,9 +19,9 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
 
-from .exceptions import Cancelled, NbprodError, UsageError
-from .runs import RunRecord, run_dir
-from .sweep import EventHandler, RunEvent, RunSpec
+from nbprod.exceptions import Cancelled, NbprodError, UsageError
+from nbprod.runs import RunRecord, run_dir
+from nbprod.sweep import EventHandler, RunEvent, RunSpec
 
 
 class Executor(Protocol):
@@ -31,8 +31,8 @@ class Executor(Protocol):
 
 def execute_spec(spec: RunSpec, manager_factory: Callable[[], type] | None = None) -> RunRecord:
     """Run one spec in this process and return its record, whatever the outcome."""
-    from .execute import RunOptions, run_notebook
-    from .store import RunStore, store_path
+    from nbprod.execute import RunOptions, run_notebook
+    from nbprod.store import RunStore, store_path
 
     options = RunOptions(
         kernel=spec.kernel,
@@ -84,7 +84,7 @@ def kill_kernels_of(pid: int) -> None:
 def _run_in_worker(spec: RunSpec, fork_socket: str | None) -> RunRecord:
     factory = None
     if fork_socket:
-        from .forkserver import fork_kernel_manager
+        from nbprod.forkserver import fork_kernel_manager
 
         def factory() -> type:
             return fork_kernel_manager(fork_socket)
@@ -117,8 +117,8 @@ class LocalExecutor:
         if self.fork_socket or not self.fork or not specs:
             self._run(specs, report)
             return
-        from .forkserver import ForkServer
-        from .sweep import preload_modules
+        from nbprod.forkserver import ForkServer
+        from nbprod.sweep import preload_modules
 
         log = self.log or Path(tempfile.gettempdir()) / f"nbprod-{specs[0].sweep_id}.log"
         with log.open("ab") as stderr:
@@ -218,7 +218,7 @@ class DaskExecutor:
     def run(self, specs: list[RunSpec], report: EventHandler) -> None:
         from distributed import Client, as_completed
 
-        from .store import RunStore, store_path
+        from nbprod.store import RunStore, store_path
 
         with Client(self.scheduler, timeout="30s") as client:
             submitted = {}

@@ -7,9 +7,9 @@ import ast
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .notebook import Cell
-from .parsing import ParsedCell
-from .scopes import Statement
+from nbprod.notebook import Cell
+from nbprod.parsing import ParsedCell
+from nbprod.scopes import Statement
 
 Severity = Literal["error", "warning"]
 

@@ -50,10 +50,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
-from .exceptions import NbprodError
+from nbprod.exceptions import NbprodError
 
 if TYPE_CHECKING:
-    from .kernels import ForkKernelManager
+    from nbprod.kernels import ForkKernelManager
 
 # Read by BLAS/OpenMP when they load: one thread in the server, so that importing
 # numpy starts no thread pool that fork() would break. Children restore their limits.
@@ -176,7 +176,7 @@ class ForkServer:
         Requests sent before the imports are done queue up and are answered after
         them: ``wait=False`` lets a sweep start its worker processes meanwhile.
         """
-        from .kernels import KERNEL_ENV
+        from nbprod.kernels import KERNEL_ENV
 
         self._folder = tempfile.mkdtemp(prefix="nbprod-fork-")
         self.socket_path = os.path.join(self._folder, "server.sock")
@@ -284,7 +284,7 @@ def fork_kernel_manager(socket_path: str | None, **options: Any) -> type[ForkKer
     See ``nbprod.kernels.fork_kernel_manager``; it lives there so that the server
     process never imports jupyter_client's kernel manager.
     """
-    from .kernels import fork_kernel_manager as make
+    from nbprod.kernels import fork_kernel_manager as make
 
     return make(socket_path, **options)
 

@@ -23,8 +23,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from .exceptions import UsageError
-from .targets import UNCHANGED, PublishFailed, Step, already_published, releases, run_step
+from nbprod.exceptions import UsageError
+from nbprod.targets import UNCHANGED, PublishFailed, Step, already_published, releases, run_step
 
 _CREDENTIALS = "TWINE_USERNAME/TWINE_PASSWORD, ~/.pypirc or keyring"
 

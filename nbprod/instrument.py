@@ -14,7 +14,7 @@ from importlib import resources
 import nbformat
 from nbformat.v4 import new_code_cell
 
-from .analysis import Analysis
+from nbprod.analysis import Analysis
 
 INJECTED = "nbprod_injected"
 SOURCE_CELL = "nbprod_cell"

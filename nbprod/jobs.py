@@ -37,10 +37,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .exceptions import JobNotFound, NbprodError, RunNotFound, UsageError
-from .processes import Family, alive, group_alive, process_tree, signal_group, start_time
-from .runs import STORE_DIR, RunRecord, run_dir
-from .store import RunStore, existing_store, first_metric, sort_runs, store_path
+from nbprod.exceptions import JobNotFound, NbprodError, RunNotFound, UsageError
+from nbprod.processes import Family, alive, group_alive, process_tree, signal_group, start_time
+from nbprod.runs import STORE_DIR, RunRecord, run_dir
+from nbprod.store import RunStore, existing_store, first_metric, sort_runs, store_path
 
 KINDS = ("sweep", "publish")
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -186,7 +186,7 @@ def run_json(
 ) -> dict[str, Any]:
     """A run as front ends show it: its record, the folder and executed notebook of the
     run (relative to ``root`` when given), never an absolute path under a root."""
-    from .execute import EXECUTED
+    from nbprod.execute import EXECUTED
 
     notebook = Path(record.notebook)
     folder = store.folder(record.id) if store is not None else None
@@ -250,8 +250,8 @@ class JobManager:
         smoke: bool = False,
     ) -> Job:
         """Run the grid ``parameters`` ({name: [values]}; a scalar is one value)."""
-        from .notebook import load_notebook
-        from .sweep import expand, new_sweep_id, plan
+        from nbprod.notebook import load_notebook
+        from nbprod.sweep import expand, new_sweep_id, plan
 
         parameters = {} if parameters is None else parameters
         if not isinstance(parameters, dict) or not all(isinstance(k, str) for k in parameters):
@@ -295,8 +295,8 @@ class JobManager:
         repository: str | None = None,
     ) -> Job:
         """Publish ``run`` (an id, latest, best:METRIC or min:METRIC) into ``dist``."""
-        from .notebook import load_notebook
-        from .runs import load_record
+        from nbprod.notebook import load_notebook
+        from nbprod.runs import load_record
 
         for name, value in (("version", version), ("repository", repository)):
             if value is not None and not isinstance(value, str):

@@ -35,7 +35,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 from traitlets import DottedObjectName, default
 
-from .forkserver import encode, process_start_time, take_messages
+from nbprod.forkserver import encode, process_start_time, take_messages
 
 CURRENT_PYTHON = "python3"
 # What the kernelspec adds to a kernel's environment (a fork server is started with it too).

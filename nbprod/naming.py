@@ -12,7 +12,7 @@ import importlib.metadata
 import sys
 from collections.abc import Iterable
 
-from .notebook import Notebook
+from nbprod.notebook import Notebook
 
 # Top-level modules of what every generated package installs or is tested with.
 _ALWAYS_THERE = frozenset(

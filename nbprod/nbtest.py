@@ -28,17 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .analysis import analyze
-from .exceptions import ExecutionFailed, NbprodError, PackageBroken
-from .execute import ANSI, error_heading, error_traceback, run_budget, traceback_line
-from .facts import Problem
-from .nbmake_settings import FOLLOWS, add_follow_ups, execution_settings
-from .notebook import declared_kernel, load_notebook
-from .parsing import leading_blank_lines
-from .runs import RunRecord, run_dir
+from nbprod.analysis import analyze
+from nbprod.exceptions import ExecutionFailed, NbprodError, PackageBroken
+from nbprod.execute import ANSI, error_heading, error_traceback, run_budget, traceback_line
+from nbprod.facts import Problem
+from nbprod.nbmake_settings import FOLLOWS, add_follow_ups, execution_settings
+from nbprod.notebook import declared_kernel, load_notebook
+from nbprod.parsing import leading_blank_lines
+from nbprod.runs import RunRecord, run_dir
 
 if TYPE_CHECKING:
-    from .forkserver import ForkServer
+    from nbprod.forkserver import ForkServer
 
 STAGES = ("check", "execute", "parity")
 EXECUTED = "executed.ipynb"
@@ -144,7 +144,7 @@ class Tester:
 
     def execute(self, path: Path) -> RunRecord:
         """The ``execute`` stage: a recorded run with the smoke parameters."""
-        from .execute import RunOptions, run_notebook
+        from nbprod.execute import RunOptions, run_notebook
 
         try:
             notebook = load_notebook(path)
@@ -164,7 +164,7 @@ class Tester:
 
         Returns the package's folder (removed again unless ``keep``); a failure keeps it.
         """
-        from .extract import extract
+        from nbprod.extract import extract
 
         folder = Path(tempfile.mkdtemp(prefix=f"nbprod-{record.package}-"))
         broken = ""  # what extract's own check of the package found
@@ -323,7 +323,7 @@ class Tester:
         The fork server pays for itself from the second notebook on: one notebook alone
         gets a kernel of its own, started as a new process.
         """
-        from .kernels import kernel_manager_for
+        from nbprod.kernels import kernel_manager_for
 
         self.expect([path])
         if not self.fork or (self._server is None and len(self._expected) < 2):
@@ -332,9 +332,9 @@ class Tester:
 
     def _fork_server(self) -> ForkServer:
         if self._server is None:
-            from .discover import has_roles
-            from .forkserver import ForkServer
-            from .sweep import RUNTIME_MODULES, notebook_imports
+            from nbprod.discover import has_roles
+            from nbprod.forkserver import ForkServer
+            from nbprod.sweep import RUNTIME_MODULES, notebook_imports
 
             # nbprod's recorder (skops.io loads most of sklearn) runs in tagged notebooks only
             tagged = any(has_roles(notebook) for notebook in self._expected)
@@ -382,7 +382,7 @@ def _plain_kernel(node: Any, path: Path) -> tuple[str, str]:
 
 
 def _kernel_name(path: Path) -> str:
-    from .kernels import CURRENT_PYTHON
+    from nbprod.kernels import CURRENT_PYTHON
 
     try:
         return load_notebook(path).settings.kernel or CURRENT_PYTHON

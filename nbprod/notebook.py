@@ -24,8 +24,8 @@ import nbformat
 from nbformat.corpus.words import generate_corpus_id
 from nbformat.v4.rwbase import rejoin_lines
 
-from .exceptions import NotebookFileError
-from .roles import ROLES
+from nbprod.exceptions import NotebookFileError
+from nbprod.roles import ROLES
 
 PREDICTION_ROLES = ("features", "inference")
 SUPPORTED_NBFORMAT = (4,)

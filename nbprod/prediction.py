@@ -8,10 +8,10 @@ import ast
 import re
 from typing import Any
 
-from .facts import CellInfo, Definition, EntryPoint, is_display_call, is_literal_display
-from .notebook import PREDICTION_ROLES
-from .resolution import Resolver
-from .scopes import BUILTINS, Statement
+from nbprod.facts import CellInfo, Definition, EntryPoint, is_display_call, is_literal_display
+from nbprod.notebook import PREDICTION_ROLES
+from nbprod.resolution import Resolver
+from nbprod.scopes import BUILTINS, Statement
 
 # Reductions of a data frame give values fitted on training data, not input rows.
 _REDUCTIONS = frozenset(

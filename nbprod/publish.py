@@ -22,9 +22,9 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from .exceptions import UsageError
-from .extract import extract
-from .targets import Folder, PublishFailed, PublishTarget, Step, run_step
+from nbprod.exceptions import UsageError
+from nbprod.extract import extract
+from nbprod.targets import Folder, PublishFailed, PublishTarget, Step, run_step
 
 
 @dataclass

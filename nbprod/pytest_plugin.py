@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .discover import has_roles, is_generated
+from nbprod.discover import has_roles, is_generated
 
 if TYPE_CHECKING:
-    from .nbtest import Tester
-    from .runs import RunRecord
+    from nbprod.nbtest import Tester
+    from nbprod.runs import RunRecord
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -71,7 +71,7 @@ def _tester(config: pytest.Config) -> Tester:
     """This process's tester (one fork server per pytest process, per xdist worker too)."""
     tester = config.stash.get(_TESTER, None)
     if tester is None:
-        from .nbtest import Tester
+        from nbprod.nbtest import Tester
 
         tester = Tester(
             fork=not config.getoption("nbprod_no_fork"),
@@ -147,7 +147,7 @@ def _recall(item: pytest.Item, stage: str) -> _Outcome | None:
 
 def _run_stage(item: pytest.Item, stage: str) -> _Outcome:
     """Run a stage of the item's notebook once per session; raise its failure each time."""
-    from .nbtest import StageFailed, check, executed_line
+    from nbprod.nbtest import StageFailed, check, executed_line
 
     known = _recall(item, stage)
     if known is not None:
@@ -173,7 +173,7 @@ def _run_stage(item: pytest.Item, stage: str) -> _Outcome:
 
 def _require(item: pytest.Item, stage: str) -> _Outcome:
     """The outcome of an earlier stage, computed here if this process has not seen it."""
-    from .nbtest import StageFailed
+    from nbprod.nbtest import StageFailed
 
     try:
         known = _run_stage(item, stage)
@@ -211,7 +211,7 @@ class NotebookItem(pytest.Item):
         excinfo: pytest.ExceptionInfo[BaseException],
         style: Any = None,
     ) -> str | Any:
-        from .nbtest import StageFailed
+        from nbprod.nbtest import StageFailed
 
         if isinstance(excinfo.value, StageFailed):
             return str(excinfo.value)

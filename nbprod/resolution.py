@@ -5,10 +5,10 @@ from __future__ import annotations
 import ast
 from typing import Literal
 
-from .facts import CellInfo, Definition, Parameter, Problem, Severity
-from .notebook import Notebook
-from .roles import TRAINING_ROLES
-from .scopes import Import, Statement
+from nbprod.facts import CellInfo, Definition, Parameter, Problem, Severity
+from nbprod.notebook import Notebook
+from nbprod.roles import TRAINING_ROLES
+from nbprod.scopes import Import, Statement
 
 
 class Resolver:

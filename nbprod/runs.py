@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .exceptions import RunNotFound
+from nbprod.exceptions import RunNotFound
 
 STORE_DIR = ".nbprod"
 
@@ -72,7 +72,7 @@ def load_record(
     notebook: Path, selector: str, store: str | os.PathLike[str] | None = None
 ) -> tuple[RunRecord, Path]:
     """The record and folder of a run: an id, ``latest``, ``best:METRIC`` or ``min:METRIC``."""
-    from .store import RunStore, store_path
+    from nbprod.store import RunStore, store_path
 
     database = store_path(notebook, store)
     if database.is_file():

@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .config import project_config
-from .exceptions import RunNotFound, UsageError
-from .runs import STORE_DIR, RunRecord
+from nbprod.config import project_config
+from nbprod.exceptions import RunNotFound, UsageError
+from nbprod.runs import STORE_DIR, RunRecord
 
 DATABASE = "runs.db"
 STORE_ENV = "NBPROD_STORE"

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .analysis import analyze
-from .exceptions import Cancelled, CheckFailed, UsageError
-from .execute import resolve_parameters
-from .notebook import load_notebook
-from .runs import RunRecord, new_run_id
-from .runtime.artifacts import sha256
-from .store import RunStore, store_path
+from nbprod.analysis import analyze
+from nbprod.exceptions import Cancelled, CheckFailed, UsageError
+from nbprod.execute import resolve_parameters
+from nbprod.notebook import load_notebook
+from nbprod.runs import RunRecord, new_run_id
+from nbprod.runtime.artifacts import sha256
+from nbprod.store import RunStore, store_path
 
 Grid = list[dict[str, Any]]
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 from packaging.version import Version
 
-from .exceptions import NbprodError, OutputExists, UsageError
+from nbprod.exceptions import NbprodError, OutputExists, UsageError
 
 Step = Callable[[str], None]
 
@@ -149,7 +149,7 @@ class Folder:
 def _index(**options: Any) -> PublishTarget:
     # nbprod.index builds on this module; imported on use, which also keeps twine's
     # imports off the path of a publish without an index.
-    from .index import resolve_index
+    from nbprod.index import resolve_index
 
     return resolve_index(**options)
 

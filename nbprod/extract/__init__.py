@@ -1,5 +1,5 @@
 """Generate the package source of a notebook run (see ``generate.extract``)."""
 
-from .generate import extract
+from nbprod.extract.generate import extract
 
 __all__ = ["extract"]

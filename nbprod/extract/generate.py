@@ -19,17 +19,17 @@ from typing import Any
 
 import jinja2
 
-from .. import __version__ as nbprod_version
-from ..analysis import Analysis, analyze
-from ..exceptions import CheckFailed, OutputExists, UsageError
-from ..execute import SOURCE
-from ..instrument import runtime_source
-from ..notebook import Notebook, load_notebook
-from ..runs import RunRecord, load_record
-from .code import PipelineCode, add_lambdas, indent, lambda_homes, pipeline_code
-from .dependencies import SERVE, parquet_pin, pins
-from .vendor import copy_modules, local_modules, rewrite_imports
-from .verify import WarmProbe, interpreter, verify_package
+from nbprod import __version__ as nbprod_version
+from nbprod.analysis import Analysis, analyze
+from nbprod.exceptions import CheckFailed, OutputExists, UsageError
+from nbprod.execute import SOURCE
+from nbprod.instrument import runtime_source
+from nbprod.notebook import Notebook, load_notebook
+from nbprod.runs import RunRecord, load_record
+from nbprod.extract.code import PipelineCode, add_lambdas, indent, lambda_homes, pipeline_code
+from nbprod.extract.dependencies import SERVE, parquet_pin, pins
+from nbprod.extract.vendor import copy_modules, local_modules, rewrite_imports
+from nbprod.extract.verify import WarmProbe, interpreter, verify_package
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("nbprod.extract", "templates"),
@@ -288,7 +288,7 @@ class _TestCell:
 
 
 def _tests(analysis: Analysis, run_folder: Path) -> tuple[list[_TestCell], list[str]]:
-    from .code import _block  # one place cuts cell source into blocks
+    from nbprod.extract.code import _block  # one place cuts cell source into blocks
 
     provided = {d.name for d in analysis.module_code} | set(analysis.artifacts)
     provided |= set(analysis.parameters)
@@ -365,7 +365,7 @@ def _example_request(
     parity: dict[str, Any], folder: Path, schema: dict[str, Any] | None
 ) -> str | None:
     """One recorded input row as the JSON body of ``POST /predict`` (None if not a table)."""
-    from ..runtime.values import decode
+    from nbprod.runtime.values import decode
 
     if (schema or {}).get("kind") != "dataframe" or not parity["calls"][0]["args"]:
         return None

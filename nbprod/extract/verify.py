@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..analysis import Analysis, CellInfo
-from ..exceptions import CellError, PackageBroken
+from nbprod.analysis import Analysis, CellInfo
+from nbprod.exceptions import CellError, PackageBroken
 
 PROBE = Path(__file__).with_name("probe.py")
 TIMEOUT = 600.0
@@ -171,7 +171,7 @@ def unresolved_references(
     define: a def in an untagged cell, a class the kernel made in ``__main__``, a module
     that is neither installed nor vendored. Read from each artifact's recorded types,
     so nothing is loaded: cheap enough for the end of every run."""
-    from .code import lambda_homes, module_level_names
+    from nbprod.extract.code import lambda_homes, module_level_names
 
     package = analysis.package
     defined = module_level_names(analysis, lambda_homes(analysis, lambdas))

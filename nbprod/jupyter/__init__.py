@@ -17,7 +17,7 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
 
 
 def _load_jupyter_server_extension(serverapp: ServerApp) -> None:
-    from .handlers import setup_handlers
+    from nbprod.jupyter.handlers import setup_handlers
 
     setup_handlers(serverapp.web_app, serverapp.root_dir)
     serverapp.log.info("nbprod: REST API at %snbprod/", serverapp.base_url)

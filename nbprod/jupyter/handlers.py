@@ -20,8 +20,8 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.ioloop import IOLoop
 
-from ..analysis import analyze
-from ..exceptions import (
+from nbprod.analysis import analyze
+from nbprod.exceptions import (
     CellError,
     JobNotFound,
     NbprodError,
@@ -29,11 +29,11 @@ from ..exceptions import (
     RunNotFound,
     UsageError,
 )
-from ..jobs import KINDS, JobManager, ranked_runs, run_json, scrub_paths, shown_path
-from ..notebook import load_notebook, notebook_from_json
-from ..runs import run_dir
-from ..store import existing_store
-from .paths import ApiError, confine
+from nbprod.jobs import KINDS, JobManager, ranked_runs, run_json, scrub_paths, shown_path
+from nbprod.notebook import load_notebook, notebook_from_json
+from nbprod.runs import run_dir
+from nbprod.store import existing_store
+from nbprod.jupyter.paths import ApiError, confine
 
 Result = TypeVar("Result")
 JOBS = "nbprod_jobs"  # the JobManager in the web app's settings
@@ -191,7 +191,7 @@ def _compare(notebook: Path, selectors: list[str], root: Path) -> list[dict[str,
 
 
 def _executed_notebook(notebook: Path, selector: str) -> Path:
-    from ..execute import EXECUTED
+    from nbprod.execute import EXECUTED
 
     store = existing_store(notebook)
     record = store.select(selector, notebook)
@@ -230,7 +230,7 @@ class CompareHandler(NbprodHandler):
 class ExtractHandler(NbprodHandler):
     @web.authenticated
     async def post(self) -> None:
-        from ..extract import extract
+        from nbprod.extract import extract
 
         data = self.body()
         path = self.notebook(self.field(data, "path", str, "a notebook path"))

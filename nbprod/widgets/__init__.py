@@ -15,6 +15,6 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("nbprod's panel needs ipywidgets: pip install 'ipywidgets>=8.1'") from error
 
-from .panel import Panel, current_notebook
+from nbprod.widgets.panel import Panel, current_notebook
 
 __all__ = ["Panel", "current_notebook"]

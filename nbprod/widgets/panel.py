@@ -21,9 +21,9 @@ from typing import Any
 # it Any, so no `type: ignore` is needed (an unused one would be reported).
 import ipywidgets as widgets
 
-from ..exceptions import CellError, NbprodError
-from ..jobs import Job, JobManager
-from . import render
+from nbprod.exceptions import CellError, NbprodError
+from nbprod.jobs import Job, JobManager
+from nbprod.widgets import render
 
 POLL = 0.5  # seconds between two looks at a running job
 
@@ -136,7 +136,7 @@ class Panel:
     """
 
     def __init__(self, notebook: str | os.PathLike[str] | None = None) -> None:
-        from .tabs import CheckTab, PublishTab, RunsTab, SweepTab
+        from nbprod.widgets.tabs import CheckTab, PublishTab, RunsTab, SweepTab
 
         self.jobs = JobManager()
         self.notebook: Path | None = None

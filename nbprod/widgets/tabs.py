@@ -10,17 +10,17 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from ..analysis import analyze
-from ..exceptions import UsageError
-from ..jobs import Job, ranked_runs
-from ..notebook import load_notebook
-from ..store import lower_is_better
-from ..sweep import expand, parse_axis
-from . import render
-from .panel import Follower, Messages
+from nbprod.analysis import analyze
+from nbprod.exceptions import UsageError
+from nbprod.jobs import Job, ranked_runs
+from nbprod.notebook import load_notebook
+from nbprod.store import lower_is_better
+from nbprod.sweep import expand, parse_axis
+from nbprod.widgets import render
+from nbprod.widgets.panel import Follower, Messages
 
 if TYPE_CHECKING:
-    from .panel import Panel
+    from nbprod.widgets.panel import Panel
 
 _WIDE = widgets.Layout(width="100%")
 
