@@ -1,7 +1,7 @@
 """Notebooks as pytest items: ``pytest --nbprod [PATHS]``.
 
 Each notebook with nbprod roles yields three items, ``check``, ``execute`` and
-``parity`` (the stages of ``nbprod.nbtest``); each later one needs the earlier one
+``parity`` (the stages of ``nbprod.testing.nbtest``); each later one needs the earlier one
 and is skipped, naming it, when it failed. With ``--nbprod-all`` notebooks without
 roles are executed too (only executed: there is nothing to check or extract).
 Without ``--nbprod`` the plugin collects nothing and imports nothing of nbprod's
@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from nbprod.discover import has_roles, is_generated
+from nbprod.testing.discover import has_roles, is_generated
 
 if TYPE_CHECKING:
-    from nbprod.nbtest import Tester
-    from nbprod.runs import RunRecord
+    from nbprod.runs.records import RunRecord
+    from nbprod.testing.nbtest import Tester
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -71,7 +71,7 @@ def _tester(config: pytest.Config) -> Tester:
     """This process's tester (one fork server per pytest process, per xdist worker too)."""
     tester = config.stash.get(_TESTER, None)
     if tester is None:
-        from nbprod.nbtest import Tester
+        from nbprod.testing.nbtest import Tester
 
         tester = Tester(
             fork=not config.getoption("nbprod_no_fork"),
@@ -147,7 +147,7 @@ def _recall(item: pytest.Item, stage: str) -> _Outcome | None:
 
 def _run_stage(item: pytest.Item, stage: str) -> _Outcome:
     """Run a stage of the item's notebook once per session; raise its failure each time."""
-    from nbprod.nbtest import StageFailed, check, executed_line
+    from nbprod.testing.nbtest import StageFailed, check, executed_line
 
     known = _recall(item, stage)
     if known is not None:
@@ -173,7 +173,7 @@ def _run_stage(item: pytest.Item, stage: str) -> _Outcome:
 
 def _require(item: pytest.Item, stage: str) -> _Outcome:
     """The outcome of an earlier stage, computed here if this process has not seen it."""
-    from nbprod.nbtest import StageFailed
+    from nbprod.testing.nbtest import StageFailed
 
     try:
         known = _run_stage(item, stage)
@@ -211,7 +211,7 @@ class NotebookItem(pytest.Item):
         excinfo: pytest.ExceptionInfo[BaseException],
         style: Any = None,
     ) -> str | Any:
-        from nbprod.nbtest import StageFailed
+        from nbprod.testing.nbtest import StageFailed
 
         if isinstance(excinfo.value, StageFailed):
             return str(excinfo.value)

@@ -13,8 +13,8 @@ import tokenize
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from nbprod.analysis import Analysis, CellInfo
-from nbprod.scopes import BUILTINS, Statement
+from nbprod.analysis.analyzer import Analysis, CellInfo
+from nbprod.analysis.scopes import BUILTINS, Statement
 
 _CODE = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 

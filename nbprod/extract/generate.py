@@ -20,16 +20,16 @@ from typing import Any
 import jinja2
 
 from nbprod import __version__ as nbprod_version
-from nbprod.analysis import Analysis, analyze
+from nbprod.analysis.analyzer import Analysis, analyze
 from nbprod.exceptions import CheckFailed, OutputExists, UsageError
-from nbprod.execute import SOURCE
-from nbprod.instrument import runtime_source
-from nbprod.notebook import Notebook, load_notebook
-from nbprod.runs import RunRecord, load_record
+from nbprod.execution.execute import SOURCE
+from nbprod.execution.instrument import runtime_source
 from nbprod.extract.code import PipelineCode, add_lambdas, indent, lambda_homes, pipeline_code
 from nbprod.extract.dependencies import SERVE, parquet_pin, pins
 from nbprod.extract.vendor import copy_modules, local_modules, rewrite_imports
 from nbprod.extract.verify import WarmProbe, interpreter, verify_package
+from nbprod.notebook import Notebook, load_notebook
+from nbprod.runs.records import RunRecord, load_record
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("nbprod.extract", "templates"),

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nbprod.analysis import Analysis, CellInfo
+from nbprod.analysis.analyzer import Analysis, CellInfo
 from nbprod.exceptions import CellError, PackageBroken
 
 PROBE = Path(__file__).with_name("probe.py")

@@ -20,7 +20,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.ioloop import IOLoop
 
-from nbprod.analysis import analyze
+from nbprod.analysis.analyzer import analyze
 from nbprod.exceptions import (
     CellError,
     JobNotFound,
@@ -29,11 +29,11 @@ from nbprod.exceptions import (
     RunNotFound,
     UsageError,
 )
-from nbprod.jobs import KINDS, JobManager, ranked_runs, run_json, scrub_paths, shown_path
-from nbprod.notebook import load_notebook, notebook_from_json
-from nbprod.runs import run_dir
-from nbprod.store import existing_store
+from nbprod.jobs.manager import KINDS, JobManager, ranked_runs, run_json, scrub_paths, shown_path
 from nbprod.jupyter.paths import ApiError, confine
+from nbprod.notebook import load_notebook, notebook_from_json
+from nbprod.runs.records import run_dir
+from nbprod.runs.store import existing_store
 
 Result = TypeVar("Result")
 JOBS = "nbprod_jobs"  # the JobManager in the web app's settings
@@ -191,7 +191,7 @@ def _compare(notebook: Path, selectors: list[str], root: Path) -> list[dict[str,
 
 
 def _executed_notebook(notebook: Path, selector: str) -> Path:
-    from nbprod.execute import EXECUTED
+    from nbprod.execution.execute import EXECUTED
 
     store = existing_store(notebook)
     record = store.select(selector, notebook)

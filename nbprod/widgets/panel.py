@@ -22,7 +22,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from nbprod.exceptions import CellError, NbprodError
-from nbprod.jobs import Job, JobManager
+from nbprod.jobs.manager import Job, JobManager
 from nbprod.widgets import render
 
 POLL = 0.5  # seconds between two looks at a running job

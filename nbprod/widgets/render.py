@@ -12,7 +12,7 @@ import html
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from nbprod.store import lower_is_better
+from nbprod.runs.store import lower_is_better
 
 RED = "#c62828"
 GREEN = "#2e7d32"

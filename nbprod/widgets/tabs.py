@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from nbprod.analysis import analyze
+from nbprod.analysis.analyzer import analyze
 from nbprod.exceptions import UsageError
-from nbprod.jobs import Job, ranked_runs
+from nbprod.execution.sweep import expand, parse_axis
+from nbprod.jobs.manager import Job, ranked_runs
 from nbprod.notebook import load_notebook
-from nbprod.store import lower_is_better
-from nbprod.sweep import expand, parse_axis
+from nbprod.runs.store import lower_is_better
 from nbprod.widgets import render
 from nbprod.widgets.panel import Follower, Messages
 

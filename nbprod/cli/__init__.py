@@ -1,0 +1,40 @@
+"""The ``nbprod`` command line: parses arguments, calls the library, prints results.
+
+The one place where errors become exit codes: 0 success, 1 problems found or a run
+failed, 2 usage or file errors. Tracebacks are shown only with ``--debug``. With
+``--json`` an error is also printed on stdout as ``{"error": {...}}`` for programs
+(background jobs read it).
+
+Each command group lives in a module of its own (``run``, ``package``, ``runs``,
+``check``, ``test``, ``ci``) and imports only ``common``; this module builds the
+group from them, so no command module imports it back.
+"""
+
+from __future__ import annotations
+
+import click
+
+from nbprod import __version__
+from nbprod.cli.check import check
+from nbprod.cli.ci import ci
+from nbprod.cli.common import NbprodGroup
+from nbprod.cli.package import extract, publish
+from nbprod.cli.run import run
+from nbprod.cli.runs import runs
+from nbprod.cli.test import test
+
+
+@click.group(cls=NbprodGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nbprod")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """From a tagged Jupyter notebook to a tested package that predicts what it predicted."""
+    ctx.obj = {"debug": debug}
+
+
+for command in (run, extract, publish, runs, check, test, ci):
+    main.add_command(command)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Where runs live: one folder per run beside the notebook, with a ``run.json`` record.
+
+``.nbprod/runs/<run id>/`` holds the executed notebook, parameters, metrics,
+artifacts, the parity record and the test fixtures of one execution.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nbprod.exceptions import RunNotFound
+
+STORE_DIR = ".nbprod"
+
+
+@dataclass
+class RunRecord:
+    id: str
+    notebook: str
+    notebook_sha256: str
+    package: str
+    status: str  # "queued", "running", "succeeded", "failed", "cancelled"
+    parameters: dict[str, Any]
+    started: float
+    kernel: str
+    finished: float | None = None
+    error: dict[str, Any] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)  # name → sha256
+    notes: list[str] = field(default_factory=list)
+    sweep_id: str | None = None
+    kernel_start: str | None = None  # "fork", "fallback: <why>" or "process"
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.finished is None else self.finished - self.started
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["duration"] = self.duration
+        return data
+
+
+def runs_root(notebook: Path) -> Path:
+    return notebook.parent / STORE_DIR / "runs"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def run_dir(notebook: Path, run_id: str) -> Path:
+    return runs_root(notebook) / run_id
+
+
+def save_record(folder: Path, record: RunRecord) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".run.")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        json.dump(record.to_json(), out, indent=2, sort_keys=True, default=str)
+    os.replace(temporary, folder / "run.json")
+
+
+def load_record(
+    notebook: Path, selector: str, store: str | os.PathLike[str] | None = None
+) -> tuple[RunRecord, Path]:
+    """The record and folder of a run: an id, ``latest``, ``best:METRIC`` or ``min:METRIC``."""
+    from nbprod.runs.store import RunStore, store_path
+
+    database = store_path(notebook, store)
+    if database.is_file():
+        try:
+            record = RunStore(database).select(selector, notebook)
+        except RunNotFound:
+            if selector != "latest" and ":" not in selector:
+                return _from_folder(notebook, selector)
+            raise
+        folder = RunStore(database).folder(record.id) or run_dir(notebook, record.id)
+        return record, folder
+    if selector == "latest" or ":" in selector:
+        raise RunNotFound(
+            f"{notebook.name} has no runs yet", f"run it first: nbprod run {notebook}"
+        )
+    return _from_folder(notebook, selector)
+
+
+def _from_folder(notebook: Path, run_id: str) -> tuple[RunRecord, Path]:
+    root = runs_root(notebook)
+    folder = root / run_id
+    path = folder / "run.json"
+    if "/" in run_id or run_id.startswith(".") or not path.is_file():
+        known = sorted(p.name for p in root.glob("*") if (p / "run.json").is_file())[-5:]
+        raise RunNotFound(
+            f"no run {run_id!r} for {notebook.name}",
+            f"recent runs: {', '.join(known)}" if known else f"run it first: nbprod run {notebook}",
+        )
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.pop("duration", None)
+    return RunRecord(**data), folder
