@@ -39,7 +39,7 @@ from typing import Any
 
 from nbprod.exceptions import NbprodError
 from nbprod.extract import extract
-from nbprod.nbtest import PARITY_TESTS, StageFailed, Tester, check
+from nbprod.testing.nbtest import PARITY_TESTS, StageFailed, Tester, check
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "corpus"

@@ -33,8 +33,8 @@ from textwrap import dedent
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from nbprod.analysis import analyze
-from nbprod.execute import run_notebook
+from nbprod.analysis.analyzer import analyze
+from nbprod.execution.execute import run_notebook
 from nbprod.extract import extract
 from nbprod.notebook import load_notebook
 

@@ -45,7 +45,7 @@ from typing import Any
 
 import pandas as pd
 
-from nbprod.execute import run_notebook
+from nbprod.execution.execute import run_notebook
 from nbprod.extract import extract
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nbprod.execute import RunOptions, run_notebook
+from nbprod.execution.execute import RunOptions, run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "example_notebooks"

@@ -45,7 +45,7 @@ from typing import TextIO
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
 
-from nbprod.forkserver import ForkServer
+from nbprod.execution.forkserver.handle import ForkServer
 
 BIN = Path(sys.executable).parent
 WORKERS = 2
@@ -182,7 +182,7 @@ def run_in_process(
     started_by = "kernel"
     manager = None
     if fork_socket is not None:
-        from nbprod.kernels import fork_kernel_manager
+        from nbprod.execution.kernels import fork_kernel_manager
 
         manager = fork_kernel_manager(fork_socket, ready_settle=ready_settle)
         options["kernel_manager_class"] = manager

@@ -8,7 +8,7 @@ from typing import Any
 
 from nbbuild import build, notebook_node
 
-from nbprod.analysis import Analysis, analyze
+from nbprod.analysis.analyzer import Analysis, analyze
 from nbprod.notebook import Notebook, load_notebook
 
 DATA = ("data", "import pandas as pd\ndf = pd.read_csv('train.csv')")

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nbbuild import build
 
-from nbprod.analysis import analyze
+from nbprod.analysis.analyzer import analyze
 from nbprod.roles import ROLES
 
 SNIPPETS = [

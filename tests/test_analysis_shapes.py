@@ -9,7 +9,7 @@ from pathlib import Path
 
 from nbbuild import build, write_notebook
 
-from nbprod.analysis import Analysis, analyze
+from nbprod.analysis.analyzer import Analysis, analyze
 from nbprod.notebook import load_notebook
 
 TEXTS = (

@@ -19,8 +19,8 @@ from paths import ROOT
 from tools import BIN, nbprod
 
 from nbprod import __version__
-from nbprod.ci_init import init
 from nbprod.exceptions import OutputExists, UsageError
+from nbprod.testing.ci import init
 
 WORKFLOW = ".github/workflows/nbprod.yml"
 HOOKS = ".pre-commit-config.yaml"

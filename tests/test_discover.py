@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from nbbuild import SMALL, write_notebook
 
-from nbprod.discover import find_notebooks, has_roles
 from nbprod.exceptions import NotebookFileError
 from nbprod.notebook import load_notebook
+from nbprod.testing.discover import find_notebooks, has_roles
 
 
 def touch(path: Path) -> Path:

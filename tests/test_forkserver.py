@@ -24,14 +24,9 @@ from jupyter_client.manager import AsyncKernelManager
 from nbbuild import notebook_node
 from nbclient.exceptions import DeadKernelError
 
-from nbprod.forkserver import (
-    ForkServer,
-    encode,
-    fork_kernel_manager,
-    import_time_env,
-    take_messages,
-)
-from nbprod.kernels import CurrentPythonKernelManager, ForkKernelManager
+from nbprod.execution.forkserver.handle import ForkServer, fork_kernel_manager
+from nbprod.execution.forkserver.protocol import encode, import_time_env, take_messages
+from nbprod.execution.kernels import CurrentPythonKernelManager, ForkKernelManager
 
 # What a kernel reveals about how it was started: all of it must match a normal kernel's.
 STATE_CELL = """

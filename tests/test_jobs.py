@@ -1,4 +1,4 @@
-"""Background jobs (``nbprod.jobs``) without Jupyter: sweeps from submit to result,
+"""Background jobs (``nbprod.jobs.manager``) without Jupyter: sweeps from submit to result,
 state that outlives its manager, vanished processes, cancel, refusals."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest
 from nbbuild import SCORED, write_notebook
 
 from nbprod.exceptions import JobNotFound, NotebookFileError, RunNotFound, UsageError
-from nbprod.jobs import Job, JobManager
-from nbprod.store import RunStore
+from nbprod.jobs.manager import Job, JobManager
+from nbprod.runs.store import RunStore
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +90,7 @@ def submit_elsewhere(root: Path, notebook: Path, parameters: dict[str, object]) 
     """Submit a sweep from another process that exits at once, as a server that stops:
     no thread here waits for the job, so this process only finds it on disk."""
     code = (
-        "import json, sys\nfrom nbprod.jobs import JobManager\n"
+        "import json, sys\nfrom nbprod.jobs.manager import JobManager\n"
         "job = JobManager(sys.argv[1]).sweep(sys.argv[2], json.loads(sys.argv[3]), workers=2)\n"
         "print(job.id)"
     )

@@ -33,7 +33,7 @@ from tornado import web
 from tornado.routing import Router
 from traitlets.config import Config
 
-from nbprod.jobs import JobManager
+from nbprod.jobs.manager import JobManager
 
 pytestmark = pytest.mark.slow
 

@@ -147,7 +147,7 @@ def cancel_jobs(lab: Lab) -> None:
     assert isinstance(reply, dict)
     for job in reply["jobs"]:
         if job["status"] in ("queued", "running"):
-            lab.api("DELETE", f"nbprod/jobs/{job['id']}")
+            lab.api("DELETE", f"nbprod/jobs/manager/{job['id']}")
 
 
 @pytest.fixture

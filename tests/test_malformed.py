@@ -24,10 +24,10 @@ from nbbuild import SMALL, notebook_node
 from nbformat.v4 import new_output
 from tools import nbprod
 
-from nbprod.analysis import analyze
-from nbprod.discover import has_roles
+from nbprod.analysis.analyzer import analyze
 from nbprod.exceptions import NbprodError, NotebookFileError
 from nbprod.notebook import MAX_DEPTH, load_notebook, notebook_from_json
+from nbprod.testing.discover import has_roles
 
 # -- a sound notebook with something at every level a mutation can reach ----------------
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from nbbuild import SMALL, notebook_node, write_notebook
 from tools import nbprod
 
-from nbprod.runs import load_record, run_dir
+from nbprod.runs.records import load_record, run_dir
 
 
 def _small(path: Path, **replaced: str) -> Path:

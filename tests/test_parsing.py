@@ -12,9 +12,9 @@ from IPython.core.inputtransformer2 import TransformerManager
 from nbbuild import build
 from paths import EXAMPLE_NAMES, example
 
-from nbprod.analysis import Analysis, analyze
+from nbprod.analysis.analyzer import Analysis, analyze
+from nbprod.analysis.parsing import Magic, _plain_python, parse_cell
 from nbprod.notebook import load_notebook
-from nbprod.parsing import Magic, _plain_python, parse_cell
 
 PREDICT = "def predict(X):\n    return model.predict(X)"
 
@@ -293,7 +293,7 @@ def test_example_cells_parsed_without_ipython_are_unchanged_by_it(name: str) -> 
 def test_checking_a_notebook_without_magics_does_not_import_ipython() -> None:
     code = (
         "import sys\n"
-        "from nbprod.analysis import analyze\n"
+        "from nbprod.analysis.analyzer import analyze\n"
         "from nbprod.notebook import load_notebook\n"
         f"assert analyze(load_notebook({str(example('wine_forest'))!r})).ok\n"
         "print('IPython' in sys.modules)\n"

@@ -28,9 +28,9 @@ from nbbuild import SMALL, write_notebook
 from tools import BIN, make_venv, nbprod
 
 from nbprod.exceptions import OutputExists, UsageError
-from nbprod.index import Index, simple_index
-from nbprod.publish import publish
-from nbprod.targets import PublishFailed, run_step, target
+from nbprod.publish.flow import publish
+from nbprod.publish.index import Index, simple_index
+from nbprod.publish.targets import PublishFailed, run_step, target
 
 USER = "publisher"
 PASSWORD = "correct-horse-7f3k"

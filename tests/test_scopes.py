@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 
-from nbprod.scopes import Statement, scan_statements
+from nbprod.analysis.scopes import Statement, scan_statements
 
 
 def scan(source: str) -> Statement:

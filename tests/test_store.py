@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nbprod.runs import RunRecord
-from nbprod.store import RunStore
+from nbprod.runs.records import RunRecord
+from nbprod.runs.store import RunStore
 
 
 def record(run_id: str, started: float, **metrics: float) -> RunRecord:

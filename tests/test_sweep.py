@@ -15,7 +15,7 @@ import pytest
 from nbbuild import write_notebook
 from tools import BIN, nbprod
 
-from nbprod.sweep import expand, parse_axis, read_grid
+from nbprod.execution.sweep import expand, parse_axis, read_grid
 
 pytestmark = pytest.mark.slow
 

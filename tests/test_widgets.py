@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from nbbuild import write_notebook
 
-from nbprod.store import RunStore, store_path
+from nbprod.runs.store import RunStore, store_path
 from nbprod.widgets import Panel, current_notebook
 
 # Runs in a second or two; `score` is best high, `rmse` best low (a=1: 6 and 4, a=3:
