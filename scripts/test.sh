@@ -8,6 +8,8 @@ echo "test.sh: set-up done in ${SECONDS} s" >&2
 .venv/bin/ruff check nbprod tests bench example_notebooks
 .venv/bin/ruff format --check nbprod tests bench example_notebooks
 .venv/bin/mypy
+# The layers of nbprod/ and no import cycle ([tool.importlinter] in pyproject.toml).
+.venv/bin/lint-imports --no-cache
 # pytest exits 5 when it collects nothing: that is a failure here too. Two workers, each
 # test file on one of them (its module fixtures are built once): 12 minutes, not 22.
 .venv/bin/python -m pytest -p no:cacheprovider -n "${NBPROD_TEST_WORKERS:-2}" --dist loadfile \

@@ -25,8 +25,9 @@ from nbbuild import notebook_node
 from nbclient.exceptions import DeadKernelError
 
 from nbprod.execution.forkserver.handle import ForkServer, fork_kernel_manager
+from nbprod.execution.forkserver.manager import ForkKernelManager
 from nbprod.execution.forkserver.protocol import encode, import_time_env, take_messages
-from nbprod.execution.kernels import CurrentPythonKernelManager, ForkKernelManager
+from nbprod.execution.kernels import CurrentPythonKernelManager
 
 # What a kernel reveals about how it was started: all of it must match a normal kernel's.
 STATE_CELL = """

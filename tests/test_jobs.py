@@ -18,7 +18,8 @@ import pytest
 from nbbuild import SCORED, write_notebook
 
 from nbprod.exceptions import JobNotFound, NotebookFileError, RunNotFound, UsageError
-from nbprod.jobs.manager import Job, JobManager
+from nbprod.jobs.manager import JobManager
+from nbprod.jobs.model import Job
 from nbprod.runs.store import RunStore
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,8 @@ from pathlib import Path
 from nbbuild import SMALL, notebook_node, write_notebook
 from tools import nbprod
 
-from nbprod.runs.records import load_record, run_dir
+from nbprod.runs.records import run_dir
+from nbprod.runs.store import load_record
 
 
 def _small(path: Path, **replaced: str) -> Path:

@@ -30,7 +30,8 @@ from tools import BIN, make_venv, nbprod
 from nbprod.exceptions import OutputExists, UsageError
 from nbprod.publish.flow import publish
 from nbprod.publish.index import Index, simple_index
-from nbprod.publish.targets import PublishFailed, run_step, target
+from nbprod.publish.steps import PublishFailed, run_step
+from nbprod.publish.targets import target
 
 USER = "publisher"
 PASSWORD = "correct-horse-7f3k"

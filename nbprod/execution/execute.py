@@ -27,12 +27,10 @@ from nbprod.exceptions import Cancelled, CheckFailed, ExecutionFailed, NbprodErr
 from nbprod.execution.instrument import INJECTED, SOURCE_CELL, instrument, strip
 from nbprod.execution.kernels import CURRENT_PYTHON, kernel_manager_for
 from nbprod.notebook import Notebook, declared_kernel, load_notebook
-from nbprod.runs.records import RunRecord, new_run_id, run_dir, save_record
+from nbprod.runs.records import EXECUTED, SOURCE, RunRecord, new_run_id, run_dir, save_record
 from nbprod.runs.store import RunStore, store_path
 from nbprod.runtime.artifacts import UnsupportedArtifact, sha256
 
-EXECUTED = "executed.ipynb"
-SOURCE = "notebook.ipynb"  # the notebook as it was when the run started
 RAISES = "raises-exception"  # the cell tag nbclient (and nbmake) let raise
 PAPERMILL_MARKER = "papermill-error-cell-tag"  # papermill's "an exception was encountered" cells
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -128,9 +126,7 @@ def run_notebook(
         _failed(record, error, folder)
         raise
     except (KeyboardInterrupt, Cancelled) as error:
-        from nbprod.execution.executors import (
-            kill_kernels_of,  # the loop was cut short: no cleanup ran
-        )
+        from nbprod.execution.kernels import kill_kernels_of  # the loop was cut short
 
         kill_kernels_of(os.getpid())
         record.status = "cancelled"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nbprod.exceptions import Cancelled, NbprodError, UsageError
+from nbprod.execution.kernels import kill_kernels_of
 from nbprod.execution.sweep import EventHandler, RunEvent, RunSpec
 from nbprod.runs.records import RunRecord, run_dir
 
@@ -61,24 +62,6 @@ def _worker_init() -> None:
 def _terminate_worker(signum: int, frame: object) -> None:
     kill_kernels_of(os.getpid())
     os._exit(128 + signum)
-
-
-def kill_kernels_of(pid: int) -> None:
-    """Kill the process groups of ``pid``'s children: kernels run in sessions of their own,
-    so they would not receive the signal that stops their parent."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            child = int(entry.name)
-            try:
-                os.killpg(os.getpgid(child), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                continue
 
 
 def _run_in_worker(spec: RunSpec, fork_socket: str | None) -> RunRecord:

@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import copy
 import json
-from importlib import resources
 
 import nbformat
 from nbformat.v4 import new_code_cell
 
+from nbprod import runtime
 from nbprod.analysis.analyzer import Analysis
 
 INJECTED = "nbprod_injected"
 SOURCE_CELL = "nbprod_cell"
 RECORDER = "__nbprod__"
-
-
-def runtime_source(name: str) -> str:
-    return resources.files("nbprod.runtime").joinpath(f"{name}.py").read_text(encoding="utf-8")
 
 
 def instrument(
@@ -88,14 +84,22 @@ def _injected(source: str) -> nbformat.NotebookNode:
 
 
 def _setup(run_dir: str, package_module: str) -> str:
-    sources = {name: runtime_source(name) for name in ("values", "artifacts", "schema", "capture")}
+    # The runtime modules become the package ``_nbprod`` (so that ``artifacts`` can import
+    # ``from . import _formats`` as it does in a generated package), each also reachable as
+    # ``_nbprod_<name>`` (``nbprod.log_metric`` finds the recorder at ``_nbprod_capture``).
+    sources = {name: runtime.source(name) for name in runtime.KERNEL}
     return f"""\
 def __nbprod_setup():
     import sys, types
+    package = types.ModuleType("_nbprod")
+    package.__path__ = []
+    sys.modules["_nbprod"] = package
     modules = {{}}
     for name, source in {json.dumps(sources)}.items():
-        module = types.ModuleType("_nbprod_" + name)
-        sys.modules[module.__name__] = module
+        module = types.ModuleType("_nbprod." + name)
+        module.__package__ = "_nbprod"
+        sys.modules[module.__name__] = sys.modules["_nbprod_" + name.lstrip("_")] = module
+        setattr(package, name, module)
         exec(compile(source, "<nbprod " + name + ">", "exec"), module.__dict__)
         modules[name] = module
     return modules["capture"].Recorder(

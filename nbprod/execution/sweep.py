@@ -173,6 +173,7 @@ def plan(
 RUNTIME_MODULES = (
     "nbprod.runtime.capture",
     "nbprod.runtime.values",
+    "nbprod.runtime._formats",
     "nbprod.runtime.artifacts",
     "nbprod.runtime.schema",
     "skops.io",

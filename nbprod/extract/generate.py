@@ -20,16 +20,16 @@ from typing import Any
 import jinja2
 
 from nbprod import __version__ as nbprod_version
+from nbprod import runtime
 from nbprod.analysis.analyzer import Analysis, analyze
 from nbprod.exceptions import CheckFailed, OutputExists, UsageError
-from nbprod.execution.execute import SOURCE
-from nbprod.execution.instrument import runtime_source
 from nbprod.extract.code import PipelineCode, add_lambdas, indent, lambda_homes, pipeline_code
 from nbprod.extract.dependencies import SERVE, parquet_pin, pins
 from nbprod.extract.vendor import copy_modules, local_modules, rewrite_imports
 from nbprod.extract.verify import WarmProbe, interpreter, verify_package
 from nbprod.notebook import Notebook, load_notebook
-from nbprod.runs.records import RunRecord, load_record
+from nbprod.runs.records import SOURCE, RunRecord
+from nbprod.runs.store import load_record
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("nbprod.extract", "templates"),
@@ -159,9 +159,9 @@ def _render(
     if (run_folder / "fixtures").is_dir():
         shutil.copytree(run_folder / "fixtures", tests / "fixtures")
     copy_modules(vendored, source, package)
-    (source / "_values.py").write_text(runtime_source("values"), encoding="utf-8")
-    (source / "_artifacts.py").write_text(runtime_source("artifacts"), encoding="utf-8")
-    (source / "_schema.py").write_text(runtime_source("schema"), encoding="utf-8")
+    for module in runtime.PACKAGED:
+        target = source / f"_{module.lstrip('_')}.py"
+        target.write_text(runtime.source(module), encoding="utf-8")
     schema = _read_json(run_folder / "parity" / "schema.json", None)
     (source / "schema.json").write_text(json.dumps(schema, indent=1), encoding="utf-8")
     data = _read_json(run_folder / "data.json", {})

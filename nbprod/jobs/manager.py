@@ -24,196 +24,34 @@ import contextlib
 import fcntl
 import json
 import os
-import re
-import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from nbprod.exceptions import JobNotFound, NbprodError, RunNotFound, UsageError
+from nbprod.exceptions import JobNotFound, NbprodError, UsageError
+from nbprod.jobs.model import (
+    INDEX,
+    JOB_ID,
+    KINDS,
+    NEVER_STARTED,
+    Job,
+    jobs_folder,
+    last_json,
+    new_job_id,
+    read_text,
+    write_json,
+    write_text,
+)
 from nbprod.jobs.processes import Family, alive, group_alive, process_tree, signal_group, start_time
-from nbprod.runs.records import STORE_DIR, RunRecord, run_dir
-from nbprod.runs.store import RunStore, existing_store, first_metric, sort_runs, store_path
-
-KINDS = ("sweep", "publish")
-FINISHED = ("succeeded", "failed", "cancelled")
-OUTPUT_LINES = 100
-STEP_MARK = "• "  # how `nbprod publish` announces a step on stderr
-_JOB_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,80}$")
-_INDEX = "job-index"
-_NEVER_STARTED = 60.0  # seconds a job may stay queued without a process
-
-
-@dataclass
-class Job:
-    """What is kept of a job between requests and restarts (``<id>.json``)."""
-
-    id: str
-    kind: str
-    notebook: str  # absolute
-    options: dict[str, Any]  # as asked: parameters, workers, smoke / run, version, dist, ...
-    created: float
-    status: str = "queued"  # "running", "succeeded", "failed", "cancelled"
-    started: float | None = None
-    finished: float | None = None
-    pid: int | None = None  # also the process group id
-    pid_started: int | None = None  # the process's start time: a reused pid is not the job
-    sweep_id: str | None = None
-    planned: int | None = None  # runs in the sweep
-    cancel_requested: float | None = None
-    exit_code: int | None = None
-    result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-
-    @property
-    def folder(self) -> Path:
-        return jobs_folder(Path(self.notebook))
-
-    @property
-    def state_file(self) -> Path:
-        return self.folder / f"{self.id}.json"
-
-    @property
-    def log_file(self) -> Path:
-        return self.folder / f"{self.id}.log"
-
-    @property
-    def out_file(self) -> Path:
-        return self.folder / f"{self.id}.out"
-
-    @property
-    def done(self) -> bool:
-        return self.status in FINISHED
-
-    def store(self) -> RunStore | None:
-        database = store_path(Path(self.notebook))
-        return RunStore(database) if database.is_file() else None
-
-    def records(self, store: RunStore | None = None) -> list[RunRecord]:
-        """The sweep's runs as the store holds them now."""
-        if self.sweep_id is None:
-            return []
-        store = store or self.store()
-        return store.runs(sweep_id=self.sweep_id) if store is not None else []
-
-    def steps(self) -> list[str]:
-        return [
-            line.removeprefix(STEP_MARK).strip()
-            for line in _read(self.log_file).splitlines()
-            if line.startswith(STEP_MARK)
-        ]
-
-    def output(self, lines: int = OUTPUT_LINES) -> str:
-        return "\n".join(_read(self.log_file, tail=64_000).splitlines()[-lines:])
-
-    def progress(self, records: list[RunRecord] | None = None) -> dict[str, Any]:
-        if self.kind == "publish":
-            steps = self.steps()
-            current = steps[-1] if steps and not self.done else None
-            return {"steps": steps, "current": current}
-        records = self.records() if records is None else records
-        ended = [r for r in records if r.status in FINISHED]
-        return {
-            "total": max(self.planned or 0, len(records)),
-            "done": len(ended),
-            "failed": sum(r.status != "succeeded" for r in ended),
-            "running": sum(r.status == "running" for r in records),
-        }
-
-    def to_json(self, root: Path | None = None) -> dict[str, Any]:
-        """The job as front ends show it; with ``root``, every path is relative to it."""
-        store = self.store() if self.kind == "sweep" else None
-        records = self.records(store)
-        result = self.result
-        if result is not None and self.kind == "sweep":
-            result = {**result, "runs": [run_json(r, root, store) for r in records]}
-        elif result is not None and self.kind == "publish":
-            files = [shown_path(f, root) for f in result.get("files", [])]
-            result = {**result, "files": files}
-        progress = self.progress(records)
-        if self.kind == "publish":  # "place the files in DIST" names a folder
-            progress["steps"] = [scrub_paths(step, root) for step in progress["steps"]]
-            progress["current"] = scrub_paths(progress["current"], root)
-        error = None
-        if self.error is not None:
-            error = {k: scrub_paths(v, root) for k, v in self.error.items()}
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "path": shown_path(self.notebook, root),
-            "status": self.status,
-            "created": self.created,
-            "started": self.started,
-            "finished": self.finished,
-            "progress": progress,
-            "runs": [r.id for r in records],
-            "result": result,
-            "error": error,
-            "output": scrub_paths(self.output(), root),
-        }
-
-
-def jobs_folder(notebook: Path) -> Path:
-    return notebook.parent / STORE_DIR / "jobs"
-
-
-def new_job_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
-
-
-def shown_path(path: str | os.PathLike[str] | None, root: Path | None) -> str | None:
-    """``path`` relative to ``root`` ('/'-separated), None if it lies outside; as is
-    without a root."""
-    if path is None:
-        return None
-    if root is None:
-        return str(path)
-    try:
-        return Path(path).resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return None
-
-
-def run_json(
-    record: RunRecord, root: Path | None = None, store: RunStore | None = None
-) -> dict[str, Any]:
-    """A run as front ends show it: its record, the folder and executed notebook of the
-    run (relative to ``root`` when given), never an absolute path under a root."""
-    from nbprod.execution.execute import EXECUTED
-
-    notebook = Path(record.notebook)
-    folder = store.folder(record.id) if store is not None else None
-    folder = folder or run_dir(notebook, record.id)
-    executed = folder / EXECUTED
-    data = record.to_json()
-    data["notebook"] = shown_path(notebook, root)
-    data["folder"] = shown_path(folder, root)
-    data["executed_path"] = shown_path(executed, root) if executed.is_file() else None
-    if data["error"]:
-        data["error"] = {k: scrub_paths(v, root) for k, v in data["error"].items()}
-    return data
-
-
-def ranked_runs(
-    notebook: Path, metric: str | None = None, root: Path | None = None
-) -> tuple[list[dict[str, Any]], str | None]:
-    """The runs of ``notebook`` as front ends show them (``run_json``), best first by
-    ``metric`` (default: the first metric recorded), and the metric they are sorted by.
-    A notebook that never ran has no runs."""
-    try:
-        store = existing_store(notebook)
-    except RunNotFound:
-        return [], metric
-    records = store.runs(notebook)
-    metric = metric or first_metric(records)
-    return [run_json(r, root, store) for r in sort_runs(records, metric)], metric
+from nbprod.jobs.views import shown_path
+from nbprod.runs.records import STORE_DIR
+from nbprod.runs.store import RunStore, store_path
 
 
 class JobManager:
@@ -279,7 +117,7 @@ class JobManager:
             planned=len(specs),
         )
         grid_file = job.folder / f"{job.id}.grid.json"
-        _write_json(grid_file, [dict(spec.parameters) for spec in specs])
+        write_json(grid_file, [dict(spec.parameters) for spec in specs])
         command = ["run", str(path), "--grid", str(grid_file), "--sweep-id", sweep_id, "--json"]
         command += ["--workers", str(workers)] if workers else []
         command += ["--smoke"] if smoke else []
@@ -296,7 +134,7 @@ class JobManager:
     ) -> Job:
         """Publish ``run`` (an id, latest, best:METRIC or min:METRIC) into ``dist``."""
         from nbprod.notebook import load_notebook
-        from nbprod.runs.records import load_record
+        from nbprod.runs.store import load_record
 
         for name, value in (("version", version), ("repository", repository)):
             if value is not None and not isinstance(value, str):
@@ -327,7 +165,7 @@ class JobManager:
     def _start(self, job: Job, arguments: list[str]) -> Job:
         command = [sys.executable, "-m", "nbprod", *arguments]
         job.folder.mkdir(parents=True, exist_ok=True)
-        _write_json(job.state_file, asdict(job))
+        write_json(job.state_file, asdict(job))
         self._index(job)
         env = {**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
         # Under the job's lock until its pid is written, so a cancel waits for the process.
@@ -348,11 +186,11 @@ class JobManager:
             except OSError as error:
                 job.status, job.finished = "failed", time.time()
                 job.error = {"type": None, "message": f"nbprod could not start: {error}"}
-                _write_json(job.state_file, asdict(job))
+                write_json(job.state_file, asdict(job))
                 return job
             job.pid, job.pid_started = process.pid, start_time(process.pid)
             job.status, job.started = "running", time.time()
-            _write_json(job.state_file, asdict(job))
+            write_json(job.state_file, asdict(job))
             with self._lock:
                 self._children[job.id] = process
         threading.Thread(
@@ -366,9 +204,9 @@ class JobManager:
         where = shown_path(job.state_file, self.root)
         if where is None:
             raise UsageError(f"{job.notebook} is outside {self.root}")
-        index = self.root / STORE_DIR / _INDEX
+        index = self.root / STORE_DIR / INDEX
         index.mkdir(parents=True, exist_ok=True)
-        _write_text(index / job.id, where)
+        write_text(index / job.id, where)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -380,10 +218,10 @@ class JobManager:
         """The jobs of ``notebook`` (else every indexed job), newest first."""
         if notebook is not None:
             path = Path(notebook).resolve()
-            files = [p for p in jobs_folder(path).glob("*.json") if _JOB_ID.match(p.stem)]
+            files = [p for p in jobs_folder(path).glob("*.json") if JOB_ID.match(p.stem)]
             jobs = [job for job in map(self._try_load, files) if job and job.notebook == str(path)]
         elif self.root is not None:
-            index = self.root / STORE_DIR / _INDEX
+            index = self.root / STORE_DIR / INDEX
             found = (self._try_state_file(ref.name) for ref in sorted(index.glob("*")))
             jobs = [job for job in map(self._try_load, found) if job]
         else:
@@ -405,7 +243,7 @@ class JobManager:
             time.sleep(0.2)
 
     def _state_file(self, job_id: str, notebook: str | os.PathLike[str] | None) -> Path:
-        if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+        if not isinstance(job_id, str) or not JOB_ID.match(job_id):
             raise JobNotFound(f"no job {job_id!r}")
         if notebook is not None:
             state = jobs_folder(Path(notebook).resolve()) / f"{job_id}.json"
@@ -420,9 +258,9 @@ class JobManager:
 
     def _try_state_file(self, job_id: str) -> Path | None:
         """The state file an index entry points to, if it lies inside the root."""
-        if self.root is None or not _JOB_ID.match(job_id):
+        if self.root is None or not JOB_ID.match(job_id):
             return None
-        ref = self.root / STORE_DIR / _INDEX / job_id
+        ref = self.root / STORE_DIR / INDEX / job_id
         try:
             state = (self.root / ref.read_text(encoding="utf-8").strip()).resolve()
         except OSError:
@@ -451,7 +289,7 @@ class JobManager:
         if watched:
             return job
         if job.pid is None:
-            if time.time() - job.created > _NEVER_STARTED:
+            if time.time() - job.created > NEVER_STARTED:
                 return self._finish(job, None)
             return job
         if alive(job.pid, job.pid_started):
@@ -470,7 +308,7 @@ class JobManager:
             if current.done:
                 return current
             current.cancel_requested = time.time()
-            _write_json(current.state_file, asdict(current))
+            write_json(current.state_file, asdict(current))
             job = current
         if job.pid is None:
             return self._finish(job, None)
@@ -511,7 +349,7 @@ class JobManager:
         with self._locked(job) as current:
             if current.done:
                 return current
-            reported = _last_json(_read(current.out_file))
+            reported = last_json(read_text(current.out_file))
             current.exit_code = exit_code
             current.finished = time.time()
             error = reported.get("error") if isinstance(reported.get("error"), dict) else None
@@ -535,7 +373,7 @@ class JobManager:
                 if current.result is None:  # cut short: still show what ran
                     current.result = {"sweep_id": current.sweep_id, "ok": False}
                 _close_runs(current)
-            _write_json(current.state_file, asdict(current))
+            write_json(current.state_file, asdict(current))
             return current
 
     @contextlib.contextmanager
@@ -595,64 +433,3 @@ def _close_runs(job: Job) -> None:
         store.mark(ids, "cancelled", "the job was cancelled")
     else:
         store.mark(ids, "failed", "the job's process ended before this run")
-
-
-# -- files -------------------------------------------------------------------------------
-
-
-def _write_json(path: Path, data: Any) -> None:
-    _write_text(path, json.dumps(data, indent=2, default=str))
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write under a temporary name, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
-def _read(path: Path, tail: int | None = None) -> str:
-    try:
-        with path.open("rb") as file:
-            if tail is not None:
-                file.seek(max(0, path.stat().st_size - tail))
-            return file.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def _last_json(text: str) -> dict[str, Any]:
-    """The last line of stdout that is a JSON object (the ``--json`` result or error)."""
-    for line in reversed(text.splitlines()):
-        if line.startswith("{"):
-            with contextlib.suppress(ValueError):
-                data = json.loads(line)
-                if isinstance(data, dict):
-                    return data
-    return {}
-
-
-def scrub_paths(value: Any, root: Path | None) -> Any:
-    """Text shown to a front end names files relative to the root, as everything else."""
-    if root is None or not isinstance(value, str):
-        return value
-    return value.replace(f"{root.resolve()}/", "").replace(f"{root}/", "")
-
-
-__all__ = [
-    "FINISHED",
-    "KINDS",
-    "Job",
-    "JobManager",
-    "ranked_runs",
-    "run_json",
-    "scrub_paths",
-    "shown_path",
-]

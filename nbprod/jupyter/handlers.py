@@ -29,7 +29,9 @@ from nbprod.exceptions import (
     RunNotFound,
     UsageError,
 )
-from nbprod.jobs.manager import KINDS, JobManager, ranked_runs, run_json, scrub_paths, shown_path
+from nbprod.jobs.manager import JobManager
+from nbprod.jobs.model import KINDS
+from nbprod.jobs.views import ranked_runs, run_json, scrub_paths, shown_path
 from nbprod.jupyter.paths import ApiError, confine
 from nbprod.notebook import load_notebook, notebook_from_json
 from nbprod.runs.records import run_dir
@@ -191,7 +193,7 @@ def _compare(notebook: Path, selectors: list[str], root: Path) -> list[dict[str,
 
 
 def _executed_notebook(notebook: Path, selector: str) -> Path:
-    from nbprod.execution.execute import EXECUTED
+    from nbprod.runs.records import EXECUTED
 
     store = existing_store(notebook)
     record = store.select(selector, notebook)

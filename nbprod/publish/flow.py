@@ -24,7 +24,8 @@ from packaging.version import InvalidVersion, Version
 
 from nbprod.exceptions import UsageError
 from nbprod.extract import extract
-from nbprod.publish.targets import Folder, PublishFailed, PublishTarget, Step, run_step
+from nbprod.publish.steps import PublishFailed, PublishTarget, Step, run_step
+from nbprod.publish.targets import Folder
 
 
 @dataclass

@@ -24,7 +24,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from nbprod.exceptions import UsageError
-from nbprod.publish.targets import (
+from nbprod.publish.steps import (
     UNCHANGED,
     PublishFailed,
     Step,

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbprod.exceptions import RunNotFound
-
 STORE_DIR = ".nbprod"
+SOURCE = "notebook.ipynb"  # in a run's folder: the notebook as it was when the run started
+EXECUTED = "executed.ipynb"  # in a run's folder: the notebook with its outputs
 
 
 @dataclass
@@ -66,41 +66,3 @@ def save_record(folder: Path, record: RunRecord) -> None:
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         json.dump(record.to_json(), out, indent=2, sort_keys=True, default=str)
     os.replace(temporary, folder / "run.json")
-
-
-def load_record(
-    notebook: Path, selector: str, store: str | os.PathLike[str] | None = None
-) -> tuple[RunRecord, Path]:
-    """The record and folder of a run: an id, ``latest``, ``best:METRIC`` or ``min:METRIC``."""
-    from nbprod.runs.store import RunStore, store_path
-
-    database = store_path(notebook, store)
-    if database.is_file():
-        try:
-            record = RunStore(database).select(selector, notebook)
-        except RunNotFound:
-            if selector != "latest" and ":" not in selector:
-                return _from_folder(notebook, selector)
-            raise
-        folder = RunStore(database).folder(record.id) or run_dir(notebook, record.id)
-        return record, folder
-    if selector == "latest" or ":" in selector:
-        raise RunNotFound(
-            f"{notebook.name} has no runs yet", f"run it first: nbprod run {notebook}"
-        )
-    return _from_folder(notebook, selector)
-
-
-def _from_folder(notebook: Path, run_id: str) -> tuple[RunRecord, Path]:
-    root = runs_root(notebook)
-    folder = root / run_id
-    path = folder / "run.json"
-    if "/" in run_id or run_id.startswith(".") or not path.is_file():
-        known = sorted(p.name for p in root.glob("*") if (p / "run.json").is_file())[-5:]
-        raise RunNotFound(
-            f"no run {run_id!r} for {notebook.name}",
-            f"recent runs: {', '.join(known)}" if known else f"run it first: nbprod run {notebook}",
-        )
-    data = json.loads(path.read_text(encoding="utf-8"))
-    data.pop("duration", None)
-    return RunRecord(**data), folder

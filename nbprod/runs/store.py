@@ -20,7 +20,7 @@ from typing import Any
 
 from nbprod.config import project_config
 from nbprod.exceptions import RunNotFound, UsageError
-from nbprod.runs.records import STORE_DIR, RunRecord
+from nbprod.runs.records import STORE_DIR, RunRecord, run_dir, runs_root
 
 DATABASE = "runs.db"
 STORE_ENV = "NBPROD_STORE"
@@ -247,3 +247,39 @@ def _record(row: sqlite3.Row) -> RunRecord:
     data.pop("folder", None)
     data["notes"] = data["notes"] or []
     return RunRecord(**data)
+
+
+def load_record(
+    notebook: Path, selector: str, store: str | os.PathLike[str] | None = None
+) -> tuple[RunRecord, Path]:
+    """The record and folder of a run: an id, ``latest``, ``best:METRIC`` or ``min:METRIC``."""
+    database = store_path(notebook, store)
+    if database.is_file():
+        try:
+            record = RunStore(database).select(selector, notebook)
+        except RunNotFound:
+            if selector != "latest" and ":" not in selector:
+                return _from_folder(notebook, selector)
+            raise
+        folder = RunStore(database).folder(record.id) or run_dir(notebook, record.id)
+        return record, folder
+    if selector == "latest" or ":" in selector:
+        raise RunNotFound(
+            f"{notebook.name} has no runs yet", f"run it first: nbprod run {notebook}"
+        )
+    return _from_folder(notebook, selector)
+
+
+def _from_folder(notebook: Path, run_id: str) -> tuple[RunRecord, Path]:
+    root = runs_root(notebook)
+    folder = root / run_id
+    path = folder / "run.json"
+    if "/" in run_id or run_id.startswith(".") or not path.is_file():
+        known = sorted(p.name for p in root.glob("*") if (p / "run.json").is_file())[-5:]
+        raise RunNotFound(
+            f"no run {run_id!r} for {notebook.name}",
+            f"recent runs: {', '.join(known)}" if known else f"run it first: nbprod run {notebook}",
+        )
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.pop("duration", None)
+    return RunRecord(**data), folder

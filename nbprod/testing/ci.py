@@ -167,7 +167,7 @@ def _templates() -> jinja2.Environment:
     import jinja2
 
     templates = jinja2.Environment(
-        loader=jinja2.PackageLoader("nbprod", "ci_templates"),
+        loader=jinja2.PackageLoader("nbprod.testing", "ci_templates"),
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
         autoescape=False,

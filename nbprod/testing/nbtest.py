@@ -41,13 +41,12 @@ from nbprod.execution.execute import (
 )
 from nbprod.execution.nbmake_settings import FOLLOWS, add_follow_ups, execution_settings
 from nbprod.notebook import declared_kernel, load_notebook
-from nbprod.runs.records import RunRecord, run_dir
+from nbprod.runs.records import EXECUTED, RunRecord, run_dir
 
 if TYPE_CHECKING:
     from nbprod.execution.forkserver.handle import ForkServer
 
 STAGES = ("check", "execute", "parity")
-EXECUTED = "executed.ipynb"
 PARITY_TIMEOUT = 600.0  # seconds for the generated package's own test run
 # The package's tests of the notebook's predictions and of its `test` cells. Its HTTP
 # tests need the [serve] extra; `nbprod publish` runs them in the package's own venv.

@@ -13,11 +13,12 @@ import ipywidgets as widgets
 from nbprod.analysis.analyzer import analyze
 from nbprod.exceptions import UsageError
 from nbprod.execution.sweep import expand, parse_axis
-from nbprod.jobs.manager import Job, ranked_runs
+from nbprod.jobs.model import Job
+from nbprod.jobs.views import ranked_runs
 from nbprod.notebook import load_notebook
 from nbprod.runs.store import lower_is_better
 from nbprod.widgets import render
-from nbprod.widgets.panel import Follower, Messages
+from nbprod.widgets.follow import Follower, Messages
 
 if TYPE_CHECKING:
     from nbprod.widgets.panel import Panel

@@ -28,7 +28,7 @@ from nbprod.execution.forkserver.protocol import (
 )
 
 if TYPE_CHECKING:
-    from nbprod.execution.kernels import ForkKernelManager
+    from nbprod.execution.forkserver.manager import ForkKernelManager
 
 
 # -- the driver's side: start and stop a server ----------------------------------------
@@ -189,9 +189,9 @@ class ForkServer:
 def fork_kernel_manager(socket_path: str | None, **options: Any) -> type[ForkKernelManager]:
     """A new ``ForkKernelManager`` class bound to the server at ``socket_path``.
 
-    See ``nbprod.execution.kernels.fork_kernel_manager``; it lives there so that the server
-    process never imports jupyter_client's kernel manager.
+    See ``manager.fork_kernel_manager``; imported on use, so that the server process
+    never imports jupyter_client's kernel manager.
     """
-    from nbprod.execution.kernels import fork_kernel_manager as make
+    from nbprod.execution.forkserver.manager import fork_kernel_manager as make
 
     return make(socket_path, **options)

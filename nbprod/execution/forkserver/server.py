@@ -19,7 +19,7 @@ requests on a unix socket in a private folder, one JSON line each way:
 
 The server is a single-threaded poll loop: no ZMQ context, no asyncio loop, no
 threads, because only a single-threaded process can be forked safely. The kernel
-manager that talks to it is ``nbprod.execution.kernels.ForkKernelManager``.
+manager that talks to it is ``manager.ForkKernelManager``.
 """
 
 from __future__ import annotations
