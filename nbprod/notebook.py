@@ -17,15 +17,15 @@ import re
 import reprlib
 import unicodedata
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-import nbformat
-from nbformat.corpus.words import generate_corpus_id
-from nbformat.v4.rwbase import rejoin_lines
+from typing import TYPE_CHECKING, Any
 
 from nbprod.exceptions import NotebookFileError
 from nbprod.roles import ROLES
+
+if TYPE_CHECKING:
+    import nbformat
 
 PREDICTION_ROLES = ("features", "inference")
 SUPPORTED_NBFORMAT = (4,)
@@ -73,10 +73,25 @@ class Settings:
 
 @dataclass(frozen=True)
 class Notebook:
+    """A checked notebook: its path, its code cells with their roles, its settings, and
+    the decoded document (``raw``). ``node``, the document as nbformat's NotebookNode
+    that execution hands to papermill, is built on first use: reading and checking a
+    notebook (``nbprod check``, the pre-commit hook) never imports nbformat, whose
+    import alone (its JSON-schema validators) costs more than checking the notebook."""
+
     path: Path
-    node: nbformat.NotebookNode
+    raw: dict[str, Any] = field(repr=False)
     cells: tuple[Cell, ...]
     settings: Settings
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        metadata: dict[str, Any] = self.raw["metadata"]
+        return metadata
+
+    @cached_property
+    def node(self) -> nbformat.NotebookNode:
+        return notebook_node(self.raw, str(self.path))
 
     @property
     def package_name(self) -> str:
@@ -151,13 +166,37 @@ def notebook_from_json(raw: Any, path: str | Path) -> Notebook:
     """A notebook from its decoded JSON, e.g. unsaved content an editor sends; ``path``
     is where it lives (or will), which names the package and places its runs."""
     path = Path(path)
-    node = parse_notebook(raw, str(path))
-    return Notebook(path=path.resolve(), node=node, cells=_cells(node), settings=_settings(node))
+    raw = check_notebook(raw, str(path))
+    return Notebook(path=path.resolve(), raw=raw, cells=_cells(raw), settings=_settings(raw))
 
 
 def parse_notebook(raw: Any, name: str = "notebook") -> nbformat.NotebookNode:
-    """A decoded notebook JSON document as nbformat version 4; ``NotebookFileError``
-    saying what is wrong when it is not one nbprod can read.
+    """A decoded notebook JSON document as nbformat version 4 (``check_notebook``, then
+    ``notebook_node``)."""
+    return notebook_node(check_notebook(raw, name), name)
+
+
+def notebook_node(raw: dict[str, Any], name: str) -> nbformat.NotebookNode:
+    """A checked document as nbformat's NotebookNode: lines joined, and cell ids given
+    where nbformat 4.5 wants them."""
+    import nbformat
+    from nbformat.v4.rwbase import rejoin_lines
+
+    try:
+        node = rejoin_lines(nbformat.from_dict(raw))
+    except Exception as error:  # what a later nbformat relies on that is not checked
+        raise NotebookFileError(
+            f"{name} is not a valid notebook: nbformat cannot read it "
+            f"({type(error).__name__}: {error})"
+        ) from error
+    if raw.get("nbformat_minor", 0) >= 5:
+        _give_cell_ids(node.cells)
+    return node
+
+
+def check_notebook(raw: Any, name: str = "notebook") -> dict[str, Any]:
+    """``raw``, a decoded notebook JSON document, once checked to be nbformat version 4;
+    ``NotebookFileError`` saying what is wrong when it is not one nbprod can read.
 
     What nbprod and nbformat's reading rely on is checked here, with a message for each
     way it can be wrong, before anything of nbformat touches the document. The rest of
@@ -187,16 +226,7 @@ def parse_notebook(raw: Any, name: str = "notebook") -> nbformat.NotebookNode:
             f"{name} is not a notebook nbprod can read: its JSON nests lists and objects "
             f"more than {MAX_DEPTH} levels deep"
         )
-    try:
-        node = rejoin_lines(nbformat.from_dict(raw))
-    except Exception as error:  # what a later nbformat relies on that is not checked above
-        raise NotebookFileError(
-            f"{name} is not a valid notebook: nbformat cannot read it "
-            f"({type(error).__name__}: {error})"
-        ) from error
-    if raw.get("nbformat_minor", 0) >= 5:
-        _give_cell_ids(node.cells)
-    return node
+    return raw
 
 
 def _check_structure(raw: dict[str, Any], name: str) -> None:
@@ -349,17 +379,18 @@ def _shown(value: Any) -> str:
     return _SHORT.repr(value) if plain else _kind(value)
 
 
-def _cells(node: nbformat.NotebookNode) -> tuple[Cell, ...]:
+def _cells(raw: dict[str, Any]) -> tuple[Cell, ...]:
     cells = []
-    for number, cell in enumerate(node.cells, start=1):
-        if cell.cell_type != "code":
+    for number, cell in enumerate(raw["cells"], start=1):
+        if cell["cell_type"] != "code":
             continue
+        source = cell["source"]
         tags = [tag.strip().lower() for tag in cell.get("metadata", {}).get("tags", [])]
         roles = [tag for tag in tags if tag in ROLES]
         cells.append(
             Cell(
                 number=number,
-                source=cell.source,
+                source=source if isinstance(source, str) else "".join(source),
                 role=roles[0] if roles else None,
                 extra_roles=tuple(roles[1:]),
             )
@@ -367,8 +398,8 @@ def _cells(node: nbformat.NotebookNode) -> tuple[Cell, ...]:
     return tuple(cells)
 
 
-def _settings(node: nbformat.NotebookNode) -> Settings:
-    meta = node.metadata.get("nbprod", {}) or {}
+def _settings(raw: dict[str, Any]) -> Settings:
+    meta = raw["metadata"].get("nbprod", {}) or {}
     if not isinstance(meta, dict):
         raise NotebookFileError("metadata.nbprod must be a JSON object")
     smoke = meta.get("smoke", {}) or {}

@@ -134,7 +134,7 @@ class _Analyzer(PredictionRules):
     def __init__(self, notebook: Notebook) -> None:
         self.notebook = notebook
         self.problems: list[Problem] = []
-        kernel, language = declared_kernel(notebook.node.metadata)
+        kernel, language = declared_kernel(notebook.metadata)
         self.cells = [self._cell(cell) for cell in notebook.cells]
         # Reading another language as Python finds only noise: its one problem is that.
         self.foreign = None

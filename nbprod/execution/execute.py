@@ -285,7 +285,7 @@ def _execute(
 
 
 def _language(notebook: Notebook) -> str:
-    return declared_kernel(notebook.node.metadata)[1]
+    return declared_kernel(notebook.metadata)[1]
 
 
 def run_budget(seconds: float) -> Any:

@@ -75,7 +75,7 @@ def extract(
             f"run {record.id} {record.status}: {error}", "extract a run that succeeded"
         )
     notebook = load_notebook(run_folder / SOURCE)
-    notebook = Notebook(user_notebook.path, notebook.node, notebook.cells, notebook.settings)
+    notebook = Notebook(user_notebook.path, notebook.raw, notebook.cells, notebook.settings)
     analysis = analyze(notebook)
     if not analysis.ok:
         raise CheckFailed([str(p) for p in analysis.errors], str(notebook.path))
