@@ -350,6 +350,8 @@ def _deeper_than(document: Any, limit: int) -> bool:
 def _give_cell_ids(cells: list[Any]) -> None:
     """nbformat 4.5 cells have unique ids: a cell without one, or with one an earlier cell
     has, gets a new one, as nbformat's ``normalize`` does, without its warnings."""
+    from nbformat.corpus.words import generate_corpus_id
+
     seen: set[Any] = set()
     for cell in cells:
         if "id" not in cell or cell["id"] in seen:
