@@ -1,5 +1,6 @@
-"""Take every notebook of ``corpus/`` (real notebooks from public projects, tagged by
-role) through nbprod's loop and print how far each one gets.
+"""Take every notebook of the corpus (real notebooks from source distributions on PyPI,
+tagged by role: ``corpus/corpus.toml``) through nbprod's loop and print how far each
+one gets.
 
 Stages, each timed, a failed one leaving the later ones not run:
 
@@ -10,22 +11,23 @@ Stages, each timed, a failed one leaving the later ones not run:
   it, loads its artifacts and replays its parity record before handing it over;
 - ``tests``: the package's own parity and ``test``-cell tests pass under pytest.
 
-Each notebook's folder is copied into a temporary folder first, so runs and packages
-never write into ``corpus/``. A notebook *passes* when every stage passes, or when
-nbprod refuses it with exactly the refusal its row in ``corpus/README.md`` documents
-(column "expected refusal": ``stage: text of the message``).
+The notebooks are materialised first (``corpus/materialise.py``: downloaded from PyPI
+once, into ``.cache/corpus/``); each one's folder is then copied into a temporary folder,
+so runs and packages never write into the cache. A notebook *passes* when every stage
+passes, or when nbprod refuses it with exactly the refusal its manifest entry documents
+(``expected_refusal = "stage: text of the message"``).
 
-Run from the repository root:  .venv/bin/python bench/corpus.py [NAME ...] [--json]
+Run from the repository root:
+    .venv/bin/python bench/corpus.py [NAME ...] [--json] [--jobs N]
 
-``corpus/`` is gathered on each machine and never committed (gitignored): the
-workplace's rule keeps other projects' files out of this repository's history, so
-the corpus README lists where each notebook comes from and its licence.
+``--jobs N`` runs N notebooks at once, each in a worker process with its own ``Tester``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -33,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,8 +45,9 @@ from nbprod.extract import extract
 from nbprod.testing.nbtest import PARITY_TESTS, StageFailed, Tester, check
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT / "corpus"
-README = CORPUS / "README.md"
+sys.path.insert(0, str(ROOT))
+from corpus import materialise as corpus  # noqa: E402  (the repository root, just above)
+
 STAGES = ("check", "run", "extract", "tests")
 RUN_TIMEOUT = 300.0  # seconds for one smoke run
 TESTS_TIMEOUT = 600.0  # seconds for the package's own tests
@@ -103,7 +107,7 @@ class CorpusResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "notebook": str(self.notebook.relative_to(CORPUS)),
+            "notebook": str(self.notebook),
             "passed": self.passed,
             "expected_refusal": self.expected_refusal or None,
             "seconds": round(self.seconds, 2),
@@ -121,8 +125,8 @@ class CorpusResult:
 # ------------------------------------------------------------------ the corpus
 
 
-def corpus_names() -> list[str]:
-    return sorted(p.name for p in CORPUS.iterdir() if p.is_dir() and notebooks_in(p))
+def corpus_names(manifest: corpus.Manifest | None = None) -> list[str]:
+    return sorted((manifest or corpus.load_manifest()).notebooks)
 
 
 def notebooks_in(folder: Path) -> list[Path]:
@@ -131,32 +135,6 @@ def notebooks_in(folder: Path) -> list[Path]:
         for p in folder.rglob("*.ipynb")
         if not {".nbprod", ".ipynb_checkpoints"} & set(p.relative_to(folder).parts)
     )
-
-
-def notebook_of(name: str) -> Path:
-    found = notebooks_in(CORPUS / name)
-    if len(found) != 1:
-        raise SystemExit(f"corpus/{name} must hold exactly one notebook, found {len(found)}")
-    return found[0]
-
-
-def readme_rows() -> dict[str, dict[str, str]]:
-    """The table of corpus/README.md: one dict per row, keyed by lower-case column name."""
-    rows: dict[str, dict[str, str]] = {}
-    header: list[str] | None = None
-    for line in README.read_text().splitlines():
-        if not line.startswith("|"):
-            header = None if not line.strip() else header
-            continue
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if header is None:
-            header = [cell.lower() for cell in cells]
-        elif not set("".join(cells)) <= set("-: "):
-            row = dict(zip(header, cells, strict=False))
-            name = row.get("name", "").strip("`")
-            if name:
-                rows[name] = {**row, "name": name}
-    return rows
 
 
 # ------------------------------------------------------------------ the stages
@@ -196,15 +174,14 @@ def _package_tests(package: Path) -> None:
         raise StageFailed("\n".join([*failures, done.stdout[-2000:], done.stderr[-2000:]]))
 
 
-def run_corpus_notebook(
-    name: str, tester: Tester, workdir: Path, expected_refusal: str = ""
-) -> CorpusResult:
-    """check → run (smoke) → extract → the package's tests, on a copy of corpus/NAME."""
-    copy = workdir / name
+def run_corpus_notebook(entry: corpus.Entry, tester: Tester, workdir: Path) -> CorpusResult:
+    """check → run (smoke) → extract → the package's tests, on a copy of the notebook's
+    materialised folder."""
+    copy = workdir / entry.name
     shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(CORPUS / name, copy)
-    notebook = copy / notebook_of(name).relative_to(CORPUS / name)
-    result = CorpusResult(name, notebook_of(name), expected_refusal)
+    shutil.copytree(corpus.folder_of(entry.name), copy, ignore=shutil.ignore_patterns(corpus.STAMP))
+    notebook = copy / entry.notebook
+    result = CorpusResult(entry.name, Path(entry.path), entry.expected_refusal)
     _timed(result, "check", lambda: check(notebook))
     if result.failed_stage:
         return result
@@ -212,7 +189,7 @@ def run_corpus_notebook(
     if record is None:
         return result
     package = _timed(
-        result, "extract", lambda: _extract(notebook, record.id, workdir / "pkg" / name)
+        result, "extract", lambda: _extract(notebook, record.id, workdir / "pkg" / entry.name)
     )
     if package is None:
         return result
@@ -220,17 +197,38 @@ def run_corpus_notebook(
     return result
 
 
-def run_corpus(names: list[str], workdir: Path | None = None) -> list[CorpusResult]:
-    rows = readme_rows()
-    results = []
+def _run_alone(name: str, workdir: Path) -> CorpusResult:
+    """One notebook with a Tester of its own, in a worker process of ``run_corpus``."""
+    with Tester(fork=False, timeout=RUN_TIMEOUT) as tester:
+        return run_corpus_notebook(corpus.load_manifest().entry(name), tester, workdir)
+
+
+def run_corpus(names: list[str], workdir: Path | None = None, jobs: int = 1) -> list[CorpusResult]:
+    """Each named notebook through the loop, ``jobs`` at once.
+
+    Several at once run in worker processes, not threads: the check and extract stages
+    parse Python with ``ast`` in-process, and CPython 3.11's parser state is not safe
+    across threads (a later ``ast.parse`` fails with "AST constructor recursion depth
+    mismatch").
+    """
+    manifest = corpus.materialise_all(names)
+    entries = [manifest.entry(name) for name in names]
     with tempfile.TemporaryDirectory(prefix="nbprod-corpus-") as tmp:
         folder = workdir or Path(tmp)
-        with Tester(fork=False, timeout=RUN_TIMEOUT) as tester:
-            for name in names:
-                refusal = rows.get(name, {}).get("expected refusal", "")
-                results.append(run_corpus_notebook(name, tester, folder, refusal))
-                print_row(results[-1], file=sys.stderr)
-    return results
+        if jobs <= 1:
+            results = []
+            with Tester(fork=True, timeout=RUN_TIMEOUT) as tester:
+                for entry in entries:
+                    results.append(run_corpus_notebook(entry, tester, folder))
+                    print_row(results[-1], file=sys.stderr)
+            return results
+        # fork: the workers find this module as it is loaded here (also under pytest)
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = [pool.submit(_run_alone, entry.name, folder) for entry in entries]
+            for future in as_completed(futures):
+                print_row(future.result(), file=sys.stderr)
+            return [future.result() for future in futures]
 
 
 # ------------------------------------------------------------------ the report
@@ -252,7 +250,7 @@ def print_row(result: CorpusResult, file: Any = sys.stdout) -> None:
     )
 
 
-def print_table(results: list[CorpusResult]) -> None:
+def print_table(results: list[CorpusResult], wall: float | None = None) -> None:
     print(f"{'notebook':28} " + " ".join(f"{s:>11}" for s in STAGES) + "   total  verdict")
     for result in results:
         print_row(result)
@@ -260,6 +258,8 @@ def print_table(results: list[CorpusResult]) -> None:
     print(
         f"\n{passed}/{len(results)} notebooks pass ({passed / max(len(results), 1):.0%}); "
         f"{sum(r.seconds for r in results):.0f} s in all"
+        + (f", {wall:.0f} s of wall time" if wall is not None else "")
+        + f"; slowest {max((r.seconds for r in results), default=0):.1f} s"
     )
     for stage in STAGES:
         done = sum(r.stages[stage].status == "passed" for r in results)
@@ -268,18 +268,23 @@ def print_table(results: list[CorpusResult]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="*", help="corpus folders (default: all)")
+    parser.add_argument("names", nargs="*", help="notebooks of corpus/corpus.toml (default: all)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--jobs", type=int, default=1, help="notebooks run at once (processes)")
     args = parser.parse_args()
     known = corpus_names()
     unknown = [name for name in args.names if name not in known]
     if unknown:
-        raise SystemExit(f"not in corpus/: {', '.join(unknown)} (known: {', '.join(known)})")
-    results = run_corpus(args.names or known)
+        raise SystemExit(f"not in the corpus: {', '.join(unknown)} (known: {', '.join(known)})")
+    started = time.perf_counter()
+    try:
+        results = run_corpus(args.names or known, jobs=args.jobs)
+    except corpus.CorpusError as error:
+        raise SystemExit(f"corpus: {error}") from None
     if args.json:
         print(json.dumps([result.to_json() for result in results], indent=2))
     else:
-        print_table(results)
+        print_table(results, time.perf_counter() - started)
 
 
 if __name__ == "__main__":

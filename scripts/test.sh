@@ -5,8 +5,8 @@ cd "$(dirname "$0")/.."
 export UV_CACHE_DIR="${UV_CACHE_DIR:-$PWD/.cache/uv}"
 bash scripts/setup.sh
 echo "test.sh: set-up done in ${SECONDS} s" >&2
-.venv/bin/ruff check nbprod tests bench example_notebooks
-.venv/bin/ruff format --check nbprod tests bench example_notebooks
+.venv/bin/ruff check nbprod tests bench example_notebooks corpus
+.venv/bin/ruff format --check nbprod tests bench example_notebooks corpus
 .venv/bin/mypy
 # The layers of nbprod/ and no import cycle ([tool.importlinter] in pyproject.toml).
 .venv/bin/lint-imports --no-cache

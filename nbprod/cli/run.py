@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
 
 from nbprod.cli.common import err, json_flag, out
 from nbprod.exceptions import Cancelled, ExecutionFailed
+
+if TYPE_CHECKING:
+    from nbprod.notebook import Notebook
 
 
 @click.command()
@@ -71,7 +74,8 @@ def run(
     from nbprod.execution.sweep import expand, parse_axis, read_grid
     from nbprod.notebook import load_notebook
 
-    base: dict[str, Any] = dict(load_notebook(notebook).settings.smoke) if smoke else {}
+    loaded = load_notebook(notebook)  # loaded (and below analysed) once, then handed down
+    base: dict[str, Any] = dict(loaded.settings.smoke) if smoke else {}
     axes = [parse_axis(text) for text in params]
     single = {name: values[0] for name, values in axes if len(values) == 1}
     sweep_axes = [(name, values) for name, values in axes if len(values) > 1]
@@ -79,7 +83,7 @@ def run(
     sets = [{**s, **g} for s in sets for g in (expand(sweep_axes) if sweep_axes else [{}])]
     is_sweep = len(sets) > 1 or grid is not None or executor_name != "local" or workers or sweep_id
     if not is_sweep:
-        _single_run(notebook, {**base, **single, **sets[0]}, kernel, timeout, store, as_json)
+        _single_run(loaded, {**base, **single, **sets[0]}, kernel, timeout, store, as_json)
         return
     options: dict[str, Any] = {"workers": workers}
     if executor_name == "local":
@@ -87,7 +91,7 @@ def run(
     elif executor_name == "dask":
         options["scheduler"] = scheduler or _configured_scheduler(notebook)
     _sweep(
-        notebook,
+        loaded,
         sets,
         {**base, **single},
         kernel,
@@ -101,7 +105,7 @@ def run(
 
 
 def _single_run(
-    notebook: Path,
+    notebook: Notebook,
     overrides: dict[str, Any],
     kernel: str | None,
     timeout: float | None,
@@ -161,7 +165,7 @@ def _run_summary(
 
 
 def _sweep(
-    notebook: Path,
+    notebook: Notebook,
     sets: list[dict[str, Any]],
     base: dict[str, Any],
     kernel: str | None,
@@ -172,24 +176,35 @@ def _sweep(
     options: dict[str, Any],
     sweep_id: str | None,
 ) -> None:
+    from nbprod.analysis.analyzer import analyze
     from nbprod.cli.display import SweepProgress, runs_table
     from nbprod.execution.executors import executor
-    from nbprod.execution.sweep import plan, run_sweep
+    from nbprod.execution.sweep import plan, preload_modules, run_sweep
     from nbprod.runs.records import run_dir
     from nbprod.runs.store import first_metric
 
+    analysis = analyze(notebook)
     specs = plan(
-        notebook, sets, base=base, kernel=kernel, timeout=timeout, store=store, sweep_id=sweep_id
+        notebook,
+        sets,
+        analysis=analysis,
+        base=base,
+        kernel=kernel,
+        timeout=timeout,
+        store=store,
+        sweep_id=sweep_id,
     )
+    if executor_name == "local" and options.get("fork"):
+        options["preload"] = preload_modules(analysis)
     chosen = executor(executor_name, **options)
     show = not as_json and err.is_terminal
     progress = SweepProgress(err, len(specs))
     try:
         if show:
             with progress.shown():
-                result = run_sweep(specs, chosen, progress.update)
+                result = run_sweep(specs, chosen, progress.update, package=analysis.package)
         else:
-            result = run_sweep(specs, chosen)
+            result = run_sweep(specs, chosen, package=analysis.package)
     except Cancelled as error:
         err.print(f"[yellow]{escape(str(error))}[/]: unfinished runs are marked cancelled")
         sys.exit(130)

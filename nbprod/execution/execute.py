@@ -81,9 +81,11 @@ class RunOptions:
 
 
 def run_notebook(
-    path: str | Path,
+    notebook: str | Path | Notebook,
     overrides: dict[str, Any] | None = None,
     options: RunOptions | None = None,
+    *,
+    analysis: Analysis | None = None,
     **option_fields: Any,
 ) -> RunRecord:
     """Execute ``path`` once; return the run's record (raises ExecutionFailed on failure).
@@ -92,8 +94,8 @@ def run_notebook(
     folder, and the record in the run store, whatever the outcome.
     """
     options = options or RunOptions(**option_fields)
-    notebook = load_notebook(path)
-    analysis = analyze(notebook)
+    notebook = notebook if isinstance(notebook, Notebook) else load_notebook(notebook)
+    analysis = analysis or analyze(notebook)
     if not analysis.ok:
         raise CheckFailed([str(p) for p in analysis.errors], str(notebook.path))
     parameters = resolve_parameters(analysis, overrides or {})

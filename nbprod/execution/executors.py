@@ -90,11 +90,13 @@ class LocalExecutor:
         fork_socket: str | None = None,
         fork: bool = True,
         log: Path | None = None,
+        preload: list[str] | None = None,
     ) -> None:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.fork_socket = fork_socket
         self.fork = fork
         self.log = log
+        self.preload = preload  # the fork server's imports (default: from the notebook)
 
     def run(self, specs: list[RunSpec], report: EventHandler) -> None:
         if self.fork_socket or not self.fork or not specs:
@@ -105,7 +107,8 @@ class LocalExecutor:
 
         log = self.log or Path(tempfile.gettempdir()) / f"nbprod-{specs[0].sweep_id}.log"
         with log.open("ab") as stderr:
-            server = ForkServer(preload_modules(specs[0].notebook), stderr=stderr)
+            preload = self.preload or preload_modules(specs[0].notebook)
+            server = ForkServer(preload, stderr=stderr)
             with server.start(wait=False):
                 self.fork_socket = server.socket_path
                 try:

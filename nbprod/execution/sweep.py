@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from nbprod.analysis.analyzer import analyze
+from nbprod.analysis.analyzer import Analysis, analyze
 from nbprod.exceptions import Cancelled, CheckFailed, UsageError
 from nbprod.execution.execute import resolve_parameters
-from nbprod.notebook import load_notebook
+from nbprod.notebook import Notebook, load_notebook
 from nbprod.runs.records import RunRecord, new_run_id
 from nbprod.runs.store import RunStore, store_path
 from nbprod.runtime.artifacts import sha256
@@ -132,9 +132,10 @@ def new_sweep_id() -> str:
 
 
 def plan(
-    notebook_path: str | Path,
+    notebook: str | Path | Notebook,
     grid: Grid,
     *,
+    analysis: Analysis | None = None,
     base: dict[str, Any] | None = None,
     kernel: str | None = None,
     timeout: float | None = None,
@@ -145,9 +146,10 @@ def plan(
 
     Unknown parameter names are refused here, before any kernel starts. ``sweep_id``
     lets a caller that watches the store (a background job) know the sweep's id first.
+    A caller that already loaded (and analysed) the notebook hands it down.
     """
-    notebook = load_notebook(notebook_path)
-    analysis = analyze(notebook)
+    notebook = notebook if isinstance(notebook, Notebook) else load_notebook(notebook)
+    analysis = analysis or analyze(notebook)
     if not analysis.ok:
         raise CheckFailed([str(p) for p in analysis.errors], str(notebook.path))
     sweep_id = sweep_id or new_sweep_id()
@@ -180,16 +182,17 @@ RUNTIME_MODULES = (
 )
 
 
-def preload_modules(notebook_path: str | Path) -> list[str]:
+def preload_modules(notebook: str | Path | Analysis) -> list[str]:
     """The modules the notebook and nbprod's recorder import, imported once by the fork
     server so that no forked kernel pays for them."""
-    return list(dict.fromkeys([*RUNTIME_MODULES, *notebook_imports(notebook_path)]))
+    return list(dict.fromkeys([*RUNTIME_MODULES, *notebook_imports(notebook)]))
 
 
-def notebook_imports(notebook_path: str | Path) -> list[str]:
+def notebook_imports(notebook: str | Path | Analysis) -> list[str]:
     """The absolute modules the notebook's cells import, in the order they first appear."""
+    analysis = notebook if isinstance(notebook, Analysis) else analyze(load_notebook(notebook))
     modules = []
-    for imported in analyze(load_notebook(notebook_path)).imports.values():
+    for imported in analysis.imports.values():
         text = imported.statement.split()
         if text[0] == "import" or not text[1].startswith("."):
             modules.append(text[1])
@@ -204,18 +207,23 @@ class SweepExecutor(Protocol):
 
 
 def run_sweep(
-    specs: list[RunSpec], executor: SweepExecutor, on_event: EventHandler | None = None
+    specs: list[RunSpec],
+    executor: SweepExecutor,
+    on_event: EventHandler | None = None,
+    *,
+    package: str | None = None,
 ) -> SweepResult:
     """Run every spec; record queued and cancelled runs; return all the runs' records.
 
     Ctrl-C (KeyboardInterrupt) or Cancelled stops the executor, marks the runs that had
-    not finished as cancelled, and is raised again as Cancelled.
+    not finished as cancelled, and is raised again as Cancelled. ``package``, the
+    notebook's package name, is read from the notebook when the caller does not hand it.
     """
     if not specs:
         raise UsageError("the sweep has no runs")
     notebook = Path(specs[0].notebook)
     store = RunStore(store_path(notebook, specs[0].store))
-    package = analyze(load_notebook(notebook)).package
+    package = package or analyze(load_notebook(notebook)).package
     digest = sha256(notebook)
     for spec in specs:
         store.save(

@@ -106,7 +106,7 @@ class JobManager:
         grid = expand((k, v if isinstance(v, list) else [v]) for k, v in parameters.items())
         sweep_id = new_sweep_id()
         # Checks the notebook and the parameter names now, before any process starts.
-        specs = plan(path, grid, base=base, sweep_id=sweep_id)
+        specs = plan(loaded, grid, base=base, sweep_id=sweep_id)
         job = Job(
             id=new_job_id(),
             kind="sweep",

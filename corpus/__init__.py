@@ -1,0 +1,1 @@
+"""The corpus of real notebooks: its manifest, materialiser and data generators."""
