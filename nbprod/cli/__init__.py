@@ -12,7 +12,10 @@ group from them, so no command module imports it back.
 
 from __future__ import annotations
 
+import sys
+
 import click
+
 
 from nbprod import __version__
 from nbprod.cli.check import check
@@ -22,6 +25,13 @@ from nbprod.cli.package import extract, publish
 from nbprod.cli.run import run
 from nbprod.cli.runs import runs
 from nbprod.cli.test import test
+
+# Start-up (the command modules above import nbformat only when a command needs it): nbformat imports jsonschema, which imports every optional format checker it
+# finds; rfc3987-syntax builds some 35 Earley parsers at import (about a second), for the
+# "iri" formats no notebook schema uses. A CLI process is nbprod's own, so it goes without
+# that checker (jsonschema treats it as optional); a Jupyter server or a kernel that
+# imports nbprod keeps it.
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 
 @click.group(cls=NbprodGroup, context_settings={"help_option_names": ["-h", "--help"]})
