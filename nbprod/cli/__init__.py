@@ -16,7 +16,6 @@ import sys
 
 import click
 
-
 from nbprod import __version__
 from nbprod.cli.check import check
 from nbprod.cli.ci import ci
@@ -26,11 +25,11 @@ from nbprod.cli.run import run
 from nbprod.cli.runs import runs
 from nbprod.cli.test import test
 
-# Start-up (the command modules above import nbformat only when a command needs it): nbformat imports jsonschema, which imports every optional format checker it
-# finds; rfc3987-syntax builds some 35 Earley parsers at import (about a second), for the
-# "iri" formats no notebook schema uses. A CLI process is nbprod's own, so it goes without
-# that checker (jsonschema treats it as optional); a Jupyter server or a kernel that
-# imports nbprod keeps it.
+# Start-up: nbformat (imported by the commands that need it) imports jsonschema, which
+# imports every optional format checker it finds; rfc3987-syntax builds some 35 Earley
+# parsers at import (about a second), for the "iri" formats no notebook schema uses. A
+# CLI process is nbprod's own, so it goes without that checker (jsonschema treats it as
+# optional); a Jupyter server or a kernel that imports nbprod keeps it.
 sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 
