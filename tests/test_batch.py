@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from paths import EXAMPLES, copy_example
-from tools import make_venv, run_and_extract
+from paths import EXAMPLES
+from tools import shared_example
 
 pytestmark = pytest.mark.slow
 
@@ -64,13 +64,12 @@ class Shipped:
 
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory: pytest.TempPathFactory) -> Shipped:
-    """The example run, extracted and installed with its ``parquet`` extra in a clean venv."""
-    root = tmp_path_factory.mktemp("batch")
-    package = root / "package"
-    run_and_extract(copy_example(NAME, root / "project"), package)
-    python = make_venv(root / "venv", f"{package}[parquet]")
+    """The example run, extracted and installed with its ``parquet`` extra in a clean venv
+    (built once per session, shared with the end-to-end tests: ``tools.shared_example``)."""
+    build = shared_example(NAME, tmp_path_factory)
+    python, package = build["python"], build["package_dir"]
     schema = json.loads((package / "src" / NAME / "schema.json").read_text())
-    return Shipped(root, python, python.parent / NAME.replace("_", "-"), schema)
+    return Shipped(build["root"], python, python.parent / NAME.replace("_", "-"), schema)
 
 
 @pytest.fixture(scope="module")

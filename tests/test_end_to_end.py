@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from paths import EXAMPLE_NAMES, copy_example
-from tools import make_venv, nbprod
+from paths import EXAMPLE_NAMES
+from tools import shared_example
 
 from nbprod.runtime.values import assert_same, decode
 
@@ -37,36 +37,11 @@ for i, call in enumerate(calls):
 
 @pytest.fixture(scope="module", params=EXAMPLE_NAMES)
 def shipped(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """An example notebook checked, run, extracted and installed in a clean venv."""
-    name = request.param
-    root = tmp_path_factory.mktemp(name)
-    notebook = copy_example(name, root / "project")
-    before = notebook.read_bytes()
-
-    check = nbprod("check", notebook)
-    assert check.returncode == 0, check.stdout + check.stderr
-    assert "can be extracted" in check.stdout
-
-    run = nbprod("run", notebook, "--json")
-    assert run.returncode == 0, run.stdout + run.stderr
-    summary = json.loads(run.stdout)
-    assert summary["status"] == "succeeded"
-
-    package_dir = root / "package"
-    extract = nbprod("extract", notebook, "--run", summary["id"], "-o", package_dir)
-    assert extract.returncode == 0, extract.stdout + extract.stderr
-    assert notebook.read_bytes() == before, "nbprod must never modify the user's notebook"
-
-    python = make_venv(root / "venv", f"{package_dir}[test]")
-    return {
-        "name": name,
-        "notebook": notebook,
-        "run": summary,
-        "run_dir": Path(summary["folder"]),
-        "package_dir": package_dir,
-        "python": python,
-        "root": root,
-    }
+    """An example notebook checked, run, extracted and installed in a clean venv (built
+    once per session, shared with the batch and serve tests: ``tools.shared_example``)."""
+    build = shared_example(request.param, tmp_path_factory)
+    assert "can be extracted" in build["check"]
+    return build
 
 
 def test_run_folder_holds_what_the_run_produced(shipped: dict) -> None:

@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from paths import copy_example
-from tools import free_port, make_venv, run_and_extract
+from tools import free_port, make_venv, shared_example
 
 from nbprod.runtime.values import assert_same, decode
 
@@ -92,12 +91,12 @@ class Server:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    root = tmp_path_factory.mktemp("serve")
-    package_dir = root / "package"
-    summary = run_and_extract(copy_example(NAME, root / "project"), package_dir)
-    python = make_venv(root / "venv", f"{package_dir}[serve]")
-    parity = Path(summary["folder"]) / "parity"
-    return Installed(package_dir, summary["id"], parity, python, root)
+    # built once per session, shared with the end-to-end tests (tools.shared_example)
+    build = shared_example(NAME, tmp_path_factory)
+    parity = build["run_dir"] / "parity"
+    return Installed(
+        build["package_dir"], build["run"]["id"], parity, build["python"], build["root"]
+    )
 
 
 @contextlib.contextmanager

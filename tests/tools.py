@@ -74,3 +74,68 @@ def make_venv(folder: Path, *requirements: str | Path, index: list[str] | None =
             env=env,
         )
     return python
+
+
+# The extras every shared example venv has: end-to-end (test), batch (parquet), serve.
+SHARED_EXTRAS = "test,serve,parquet"
+
+
+def shared_example(name: str, factory: Any) -> dict[str, Any]:
+    """An example notebook checked, run, extracted and installed (``SHARED_EXTRAS``) in a
+    clean venv, built once per test session and shared by every test file that needs it,
+    also across pytest-xdist workers (a file lock: one builds, the others wait).
+
+    The build is read-only for its users: each gets a scratch folder of its own as
+    ``root`` (``factory`` is pytest's ``tmp_path_factory``).
+    """
+    import fcntl
+
+    from paths import copy_example
+
+    base = factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-examples"
+    shared.mkdir(parents=True, exist_ok=True)
+    folder = shared / name
+    built = folder / "build.json"
+    with (shared / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not built.is_file():
+            _build_example(name, folder, copy_example)
+    build: dict[str, Any] = json.loads(built.read_text())
+    return {
+        "name": name,
+        "notebook": Path(build["notebook"]),
+        "run": build["run"],
+        "run_dir": Path(build["run"]["folder"]),
+        "package_dir": Path(build["package_dir"]),
+        "python": Path(build["python"]),
+        "check": build["check"],
+        "root": factory.mktemp(f"{name}-scratch"),
+    }
+
+
+def _build_example(name: str, folder: Path, copy_example: Any) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)  # what a failed build left
+    notebook = copy_example(name, folder / "project")
+    before = notebook.read_bytes()
+    check = nbprod("check", notebook)
+    assert check.returncode == 0, check.stdout + check.stderr
+    run = nbprod("run", notebook, "--json")
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["status"] == "succeeded", summary
+    package = folder / "package"
+    extract = nbprod("extract", notebook, "--run", summary["id"], "-o", package)
+    assert extract.returncode == 0, extract.stdout + extract.stderr
+    assert notebook.read_bytes() == before, "nbprod must never modify the user's notebook"
+    python = make_venv(folder / "venv", f"{package}[{SHARED_EXTRAS}]")
+    build = {
+        "notebook": str(notebook),
+        "run": summary,
+        "package_dir": str(package),
+        "python": str(python),
+        "check": check.stdout,
+    }
+    (folder / "build.json").write_text(json.dumps(build))
