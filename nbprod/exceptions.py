@@ -110,6 +110,28 @@ class CheckFailed(NbprodError):
         return (type(self), (self.problems, self.notebook))
 
 
+class NotExtractable(CheckFailed):
+    """A run of a notebook that had check problems: it ran and was recorded, but no
+    package can be made of it (``extract`` and ``publish`` refuse it with the reasons)."""
+
+    def __init__(self, run_id: str, problems: list[str], notebook: str = "NOTEBOOK") -> None:
+        super().__init__(problems, notebook)
+        self.run_id = run_id
+        count = len(problems)
+        self.message = (
+            f"run {run_id} is not extractable: the notebook had {count} "
+            f"problem{'s' if count != 1 else ''} when it ran:\n" + "\n".join(problems)
+        )
+        self.hint = (
+            f"fix them (`nbprod check {shlex.quote(notebook)}` lists them), run the notebook "
+            "again and extract that run"
+        )
+        self.args = (self.message,)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.run_id, self.problems, self.notebook))
+
+
 class ExecutionFailed(CellError):
     """A cell raised (or the kernel died) while nbprod ran the notebook."""
 

@@ -94,6 +94,8 @@ def test_only_tags_splits_and_metadata_differ_from_the_sdist(materialised: Any) 
     originals: dict[str, bytes] = {}
     for sdist in MANIFEST.sdists.values():
         entries = [e for e in MANIFEST.notebooks.values() if e.sdist == sdist.name]
+        if not entries:  # an sdist other tests take files from (papermill's notebooks)
+            continue
         with corpus._Archive(corpus.sdist_path(sdist)) as archive:
             data = archive.read_many({e.path for e in entries})
         originals.update({e.name: data[e.path] for e in entries})

@@ -642,20 +642,30 @@ def test_a_publish_job_places_a_verified_wheel_in_dist(api: Api, workspace: Work
     assert placed == sorted(Path(f).name for f in result["files"])
 
 
-def test_a_sweep_of_a_notebook_with_problems_is_422_before_it_starts(
+def test_a_notebook_with_problems_sweeps_and_its_runs_cannot_be_published(
     api: Api, workspace: Workspace
 ) -> None:
+    """Any notebook runs (as papermill runs it); one with check problems is recorded as not
+    extractable, and publishing one of its runs is refused up front (422), with the reasons."""
     place(
         workspace.root / "broken" / "broken.ipynb",
-        (None, "df = [1]"),
+        ("parameters", "n = 1"),
+        (None, "df = [n]"),
         ("train", "model = len(df)"),
         ("inference", "def predict(v):\n    return model"),
     )
-    reply = api.post("jobs", {"kind": "sweep", "path": "broken/broken.ipynb"})
-    assert reply.code == 422, reply.body
-    assert reply.body["type"] == "CheckFailed"
-    assert "cell 2 (train), line 1: reads `df`" in reply.message
-    assert not (workspace.root / "broken" / ".nbprod" / "jobs").exists()
+    sweep = {"kind": "sweep", "path": "broken/broken.ipynb", "parameters": {"n": [1, 2]}}
+    reply = api.post("jobs", sweep)
+    assert reply.code == 202, reply.body
+    done = api.job(reply.body["id"], finished, timeout=300)
+    assert done["status"] == "succeeded", done
+    runs = done["result"]["runs"]
+    assert len(runs) == 2 and all(not run["extractable"] for run in runs)
+    assert all("cell 3 (train), line 1: reads `df`" in run["not_extractable"][0] for run in runs)
+    refused = api.post("jobs", {"kind": "publish", "path": "broken/broken.ipynb", "run": "latest"})
+    assert refused.code == 422, refused.body
+    assert refused.body["type"] == "NotExtractable"
+    assert "is not extractable" in refused.message and "reads `df`" in refused.message
 
 
 def test_unknown_notebooks_are_404(api: Api) -> None:

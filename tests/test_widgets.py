@@ -165,13 +165,22 @@ def test_the_sweep_form_parses_values_as_nbprod_run_p(tmp_path: Path) -> None:
     form.smoke.value = False
     assert form.fields["sizes"].value == "[1, 2]"
 
+    panel.close()
+
+
+def test_a_notebook_with_problems_sweeps_and_its_runs_say_why_they_cannot_be_extracted(
+    tmp_path: Path,
+) -> None:
+    """Any notebook runs, as papermill runs it: the sweep starts, and the runs table marks
+    the runs no package can be made of, with the check's reasons on hover."""
     broken = write_notebook(tmp_path / "broken.ipynb", *BROKEN)
-    panel.path.value = str(broken)
-    panel.sweep.start.click()  # refused before any process starts
-    message = panel.sweep.messages.widget.value
-    assert "the notebook has 1 problem" in message and "cell 2 (train), line 2" in message
-    assert "Traceback" not in message and panel.sweep.job is None
-    assert not (tmp_path / ".nbprod" / "jobs").exists()
+    panel = Panel(broken)
+    sweep(panel)
+    assert "succeeded" in panel.sweep.status.value, panel.sweep.status.value
+    panel.runs.refresh()
+    table = panel.runs.table.value
+    assert 'data-nbprod="not-extractable"' in table
+    assert "cell 2 (train), line 2: reads `df`" in table
     panel.close()
 
 

@@ -75,6 +75,8 @@ def runs_show(run_id: str, notebook: Path | None, store: str | None, as_json: bo
     for title in ("parameters", "metrics", "artifacts", "error"):
         if data[title]:
             out.print(f"{title:>10}: {json.dumps(data[title])}", markup=False)
+    for reason in record.not_extractable:  # why no package can be made of this run
+        out.print(f"not extractable: {reason}", markup=False)
 
 
 @runs.command("compare")

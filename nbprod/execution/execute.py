@@ -11,7 +11,6 @@ import ast
 import copy
 import json
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -22,19 +21,16 @@ import nbformat
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from nbprod.analysis.analyzer import Analysis, analyze
-from nbprod.analysis.parsing import leading_blank_lines
-from nbprod.exceptions import Cancelled, CheckFailed, ExecutionFailed, NbprodError, UsageError
-from nbprod.execution.instrument import INJECTED, SOURCE_CELL, instrument, strip
+from nbprod.exceptions import Cancelled, ExecutionFailed, NbprodError, UsageError
+from nbprod.execution.failures import cell_failure, failing_cell
+from nbprod.execution.instrument import INJECTED, SOURCE_CELL, instrument, instrument_plain, strip
 from nbprod.execution.kernels import CURRENT_PYTHON, kernel_manager_for
 from nbprod.notebook import Notebook, declared_kernel, load_notebook
 from nbprod.runs.records import EXECUTED, SOURCE, RunRecord, new_run_id, run_dir, save_record
 from nbprod.runs.store import RunStore, store_path
-from nbprod.runtime.artifacts import UnsupportedArtifact, sha256
+from nbprod.runtime.artifacts import sha256
 
-RAISES = "raises-exception"  # the cell tag nbclient (and nbmake) let raise
 PAPERMILL_MARKER = "papermill-error-cell-tag"  # papermill's "an exception was encountered" cells
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_CELL_LINE = re.compile(r"(?:Cell In\s*\[\d*\]|<ipython-input-\d+-\w+>), line (\d+)")
 
 
 def parse_parameter(text: str) -> tuple[str, Any]:
@@ -52,10 +48,13 @@ def parse_parameter(text: str) -> tuple[str, Any]:
 
 
 def resolve_parameters(analysis: Analysis, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The notebook's defaults with ``overrides`` applied; unknown names are refused."""
+    """The notebook's defaults with ``overrides`` applied. With a cell tagged
+    ``parameters``, a name it does not assign is refused (a typo would otherwise be
+    injected and ignored); without one, any name goes, injected at the top of the
+    notebook as papermill injects it."""
     known = analysis.parameters
     unknown = sorted(set(overrides) - set(known))
-    if unknown:
+    if unknown and analysis.role_cells("parameters"):
         names = ", ".join(unknown)
         choices = ", ".join(known) or "none: the notebook has no cell tagged `parameters`"
         raise UsageError(f"unknown parameter {names}", f"the notebook's parameters are: {choices}")
@@ -70,6 +69,13 @@ class RunOptions:
 
     kernel: str | None = None
     timeout: float | None = None  # seconds for the whole run (and any one cell)
+    # papermill's options, as `papermill` spells them on its command line
+    execution_timeout: float | None = None  # seconds for any one cell
+    start_timeout: float = 60.0  # seconds for the kernel to start
+    cwd: str | os.PathLike[str] | None = None  # the kernel's folder (default: the notebook's)
+    log_output: bool = False  # cell outputs to the log (stderr) as they come
+    report_mode: bool = False  # the executed notebook hides its input cells
+    output: str | None = None  # a copy of the executed notebook, through papermill's I/O
     run_id: str | None = None
     sweep_id: str | None = None
     store: str | os.PathLike[str] | None = None  # default: .nbprod/runs.db beside it
@@ -96,10 +102,11 @@ def run_notebook(
     options = options or RunOptions(**option_fields)
     notebook = notebook if isinstance(notebook, Notebook) else load_notebook(notebook)
     analysis = analysis or analyze(notebook)
-    if not analysis.ok:
-        raise CheckFailed([str(p) for p in analysis.errors], str(notebook.path))
+    # Any notebook runs, as papermill runs it; one with check problems (no roles, no
+    # inference cell, ...) is recorded as not extractable, with those problems as reasons.
+    reasons = [str(problem) for problem in analysis.errors]
     parameters = resolve_parameters(analysis, overrides or {})
-    kernel = options.kernel or notebook.settings.kernel or CURRENT_PYTHON
+    kernel = options.kernel or notebook.settings.kernel or _declared_kernel(notebook)
     run_id = options.run_id or new_run_id()
     folder = run_dir(notebook.path, run_id)
     folder.mkdir(parents=True, exist_ok=True)
@@ -114,16 +121,22 @@ def run_notebook(
         started=time.time(),
         kernel=kernel,
         sweep_id=options.sweep_id,
+        not_extractable=reasons,
     )
     _record(store, folder, record)
     shutil.copyfile(notebook.path, folder / SOURCE)
     (folder / "parameters.json").write_text(
         json.dumps(parameters, indent=2, default=repr), encoding="utf-8"
     )
-    warm = _warm_probe(kernel) if options.round_trip else None
+    round_trip = options.round_trip and record.extractable
+    warm = _warm_probe(kernel) if round_trip else None
     try:
-        _execute(notebook, analysis, parameters, folder, kernel, options)
-        _check_references(analysis, folder)
+        # papermill injects only what was given, as `papermill IN OUT -p ...` does; the
+        # record holds every parameter's value
+        given = dict(overrides or {})
+        _execute(notebook, analysis, given, folder, kernel, options, record.extractable)
+        if record.extractable:
+            _check_references(analysis, folder)
     except ExecutionFailed as error:
         _failed(record, error, folder)
         raise
@@ -148,9 +161,11 @@ def run_notebook(
             record.notes.append(f"kernel: {started_by}")  # a fork was refused: say why
         record.kernel_start = started_by or "process"
         _record(store, folder, record)
+        if options.output:
+            write_output(folder / EXECUTED, options.output)
         if warm is not None and record.status != "succeeded":
             warm.close()
-    if options.round_trip and record.status == "succeeded":
+    if round_trip and record.status == "succeeded":
         try:
             _round_trip(analysis, record, warm)
         except ExecutionFailed as error:
@@ -158,6 +173,46 @@ def run_notebook(
             _record(store, folder, record)
             raise
     return record
+
+
+def write_output(executed: Path, output: str) -> None:
+    """Copy the executed notebook to ``output``, a path or any URL papermill's I/O layer
+    writes (s3://, gs://, abfs://, http://, ...), as ``papermill IN OUT`` does."""
+    from papermill.iorw import write_ipynb
+
+    if not executed.is_file():
+        return
+    try:
+        write_ipynb(nbformat.read(str(executed), as_version=4), output)
+    except Exception as error:  # papermill's handlers raise their storage's own errors
+        raise UsageError(
+            f"the executed notebook could not be written to {output}: "
+            f"{type(error).__name__}: {error}",
+            "check the path, or the credentials of its storage; the run itself is recorded",
+        ) from error
+
+
+def prepare_only(
+    notebook: Notebook,
+    output: str,
+    parameters: dict[str, Any],
+    kernel: str | None = None,
+    report_mode: bool = False,
+) -> None:
+    """Write ``notebook`` with ``parameters`` injected to ``output`` without running it
+    (``papermill --prepare-only``); nothing is recorded."""
+    import papermill
+
+    papermill.execute_notebook(
+        str(notebook.path),
+        output,
+        parameters=parameters or None,
+        prepare_only=True,
+        kernel_name=kernel or notebook.settings.kernel or _declared_kernel(notebook),
+        language=_language(notebook),
+        report_mode=report_mode,
+        progress_bar=False,
+    )
 
 
 def _failed(record: RunRecord, error: ExecutionFailed, folder: Path) -> None:
@@ -228,12 +283,18 @@ def _execute(
     folder: Path,
     kernel: str,
     options: RunOptions,
+    extractable: bool,
 ) -> None:
     import papermill  # imported here: it takes a second, and `nbprod check` never needs it
     from papermill.exceptions import PapermillExecutionError
 
     output = folder / EXECUTED
-    prepared = instrument(notebook.node, analysis, str(folder), analysis.package)
+    if extractable:
+        prepared = instrument(notebook.node, analysis, str(folder), analysis.package)
+    elif _language(notebook) == "python":
+        prepared = instrument_plain(notebook.node, analysis, str(folder))
+    else:  # another language's kernel: nbprod's recorder is Python, so it records nothing
+        prepared = copy.deepcopy(notebook.node)
     live: dict[int, nbformat.NotebookNode] = {}  # cells as the kernel ran them
 
     def started(cell: nbformat.NotebookNode, cell_index: int, **_: Any) -> None:
@@ -244,7 +305,7 @@ def _execute(
     engine_options: dict[str, Any] = {"on_cell_start": started, "shutdown_kernel": "immediate"}
     timeout = options.timeout
     if timeout:
-        engine_options["timeout_func"] = run_budget(timeout)
+        engine_options["timeout_func"] = run_budget(timeout, options.execution_timeout)
     manager = options.kernel_manager_class or kernel_manager_for(kernel)
     if manager is not None:
         engine_options["kernel_manager_class"] = manager
@@ -256,10 +317,13 @@ def _execute(
             kernel_name=kernel,
             # Real notebooks often lack language metadata; papermill refuses them without it.
             language=_language(notebook),
-            cwd=str(notebook.path.parent),
+            cwd=str(options.cwd or notebook.path.parent),
             progress_bar=False,
             request_save_on_cell_execute=False,
-            execution_timeout=timeout,
+            execution_timeout=options.execution_timeout or timeout,
+            start_timeout=options.start_timeout,
+            log_output=options.log_output,
+            report_mode=options.report_mode,
             **engine_options,
         )
     except PapermillExecutionError as error:
@@ -267,7 +331,7 @@ def _execute(
         # papermill fails a run on any error output, even one nbclient allowed: a cell
         # tagged raises-exception is expected to raise, and the run went on past it
         if executed is None or executed.metadata.get("nbprod_failing") is not None:
-            raise _cell_failure(notebook, executed, error.ename, error.evalue) from None
+            raise cell_failure(notebook, executed, error.ename, error.evalue) from None
     except (DeadKernelError, CellTimeoutError) as error:
         partial = _partial_notebook(prepared, live)
         running = live[max(live)] if live else None
@@ -277,6 +341,15 @@ def _execute(
         if isinstance(error, DeadKernelError):
             message = "the kernel died while running this cell"
             hint = "look for os._exit, running out of memory, or a crash in native code"
+        elif options.execution_timeout and not timeout:
+            message = f"the cell went past --execution-timeout ({options.execution_timeout:g} s)"
+            hint = "make the cell faster, or pass a larger --execution-timeout"
+        elif options.execution_timeout:
+            message = (
+                f"the cell went past the run's time limits (--execution-timeout "
+                f"{options.execution_timeout:g} s a cell, --timeout {timeout:g} s in all)"
+            )
+            hint = "make the cell faster, or pass larger limits"
         else:
             message = f"the run went past its timeout of {timeout or 0:g} s in this cell"
             hint = "make the cell faster, or pass a larger --timeout"
@@ -286,12 +359,21 @@ def _execute(
     _strip_output(output)
 
 
+def _declared_kernel(notebook: Notebook) -> str:
+    """The notebook's own kernel when it is not Python (papermill's choice), else the
+    Python nbprod runs on (``CURRENT_PYTHON``): a ``python3`` kernelspec on disk may
+    point at another interpreter."""
+    name, language = declared_kernel(notebook.metadata)
+    return name if name and language != "python" else CURRENT_PYTHON
+
+
 def _language(notebook: Notebook) -> str:
     return declared_kernel(notebook.metadata)[1]
 
 
-def run_budget(seconds: float) -> Any:
-    """One time budget for the user's cells: each may use what the earlier ones left.
+def run_budget(seconds: float, per_cell: float | None = None) -> Any:
+    """One time budget for the user's cells: each may use what the earlier ones left,
+    and no more than ``per_cell`` seconds.
 
     It starts with the first user cell, so nbprod's own recording cells do not eat it.
     """
@@ -302,7 +384,8 @@ def run_budget(seconds: float) -> Any:
             return 600
         if not deadline:
             deadline.append(time.monotonic() + seconds)
-        return max(1, round(deadline[0] - time.monotonic()))
+        left = max(1, round(deadline[0] - time.monotonic()))
+        return min(left, round(per_cell)) if per_cell else left
 
     return cell_timeout
 
@@ -311,7 +394,7 @@ def _strip_output(output: Path) -> nbformat.NotebookNode | None:
     if not output.is_file():
         return None
     executed = nbformat.read(str(output), as_version=4)
-    failing = _failing_cell(executed)
+    failing = failing_cell(executed)
     executed.cells = [
         c for c in executed.cells if PAPERMILL_MARKER not in c.metadata.get("tags", [])
     ]
@@ -319,47 +402,6 @@ def _strip_output(output: Path) -> nbformat.NotebookNode | None:
     if failing is not None:
         executed.metadata["nbprod_failing"] = failing
     return executed
-
-
-def _failing_cell(executed: nbformat.NotebookNode) -> dict[str, Any] | None:
-    """The first cell whose error stopped the run (a raises-exception cell did not)."""
-    for cell in executed.cells:
-        error = error_output(cell)
-        if error is not None or cell.metadata.get("papermill", {}).get("exception") is True:
-            traceback = list(error.get("traceback", [])) if error is not None else []
-            return {
-                "cell": cell.metadata.get(SOURCE_CELL),
-                "injected": bool(cell.metadata.get(INJECTED)),
-                "line": traceback_line(traceback),
-                "ename": error.get("ename") if error is not None else None,
-                "evalue": error.get("evalue") if error is not None else None,
-            }
-    return None
-
-
-def error_heading(ename: str, evalue: str) -> str:
-    """``Name: value``, or the name alone for an exception raised without a message."""
-    return f"{ename}: {evalue}" if evalue else ename
-
-
-def error_output(cell: nbformat.NotebookNode) -> Any:
-    """The cell's error output, unless the cell is tagged raises-exception."""
-    if RAISES in cell.get("metadata", {}).get("tags", []):
-        return None
-    outputs = cell.get("outputs", [])
-    return next((output for output in outputs if output.get("output_type") == "error"), None)
-
-
-def error_traceback(cell: nbformat.NotebookNode) -> list[str]:
-    """The traceback of the cell's error output (see ``error_output``), if it has one."""
-    error = error_output(cell)
-    return list(error.get("traceback", [])) if error is not None else []
-
-
-def traceback_line(traceback: list[str]) -> int | None:
-    """The line of the cell a kernel's traceback points at (IPython's own count)."""
-    match = _CELL_LINE.search(ANSI.sub("", "\n".join(traceback)))
-    return int(match.group(1)) if match else None
 
 
 def _partial_notebook(
@@ -371,51 +413,6 @@ def _partial_notebook(
         if index < len(partial.cells):
             partial.cells[index] = copy.deepcopy(cell)
     return partial
-
-
-def _cell_failure(
-    notebook: Notebook, executed: nbformat.NotebookNode | None, ename: str, evalue: str
-) -> NbprodError:
-    failing = executed.metadata.get("nbprod_failing") if executed is not None else None
-    if failing is None or failing["injected"] or failing["cell"] is None:
-        # an artifact no format can store: the recorder names it and the cell that made it
-        # ("cell 4, line 2: artifact `x` (type) cannot be saved ...\n  fix: ...")
-        unsaved = re.fullmatch(
-            r"cell (\d+), line (\d+): (artifact `(\w+)`.*?)\n  fix: (.*)", evalue, re.DOTALL
-        )
-        if ename == UnsupportedArtifact.__name__ and unsaved is not None:
-            number = int(unsaved[1])
-            made = next((c for c in notebook.cells if c.number == number), None)
-            error = ExecutionFailed(
-                unsaved[3],
-                unsaved[5],
-                cell=number,
-                role=made.role if made else None,
-                line=int(unsaved[2]),
-                name=unsaved[4],
-            )
-            error.ename, error.evalue = ename, evalue
-            return error
-        return ExecutionFailed(
-            f"nbprod could not record the run: {ename}: {evalue}",
-            "see the executed notebook in the run folder",
-            cell=notebook.cells[-1].number if notebook.cells else 0,
-        )
-    # papermill names the first error output, which may be an allowed one: use the cell's own
-    if failing.get("ename") is not None:
-        ename, evalue = failing["ename"], failing["evalue"] or ""
-    number = int(failing["cell"])
-    cell = next(c for c in notebook.cells if c.number == number)
-    line = failing["line"]
-    error = ExecutionFailed(
-        error_heading(ename, evalue),
-        "fix the cell and run again; the partly executed notebook is in the run folder",
-        cell=number,
-        role=cell.role,
-        line=line + leading_blank_lines(cell.source) if line else line,
-    )
-    error.ename, error.evalue = ename, evalue
-    return error
 
 
 def _check_references(analysis: Analysis, folder: Path) -> None:

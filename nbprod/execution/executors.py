@@ -43,6 +43,7 @@ def execute_spec(spec: RunSpec, manager_factory: Callable[[], type] | None = Non
         store=spec.store,
         kernel_manager_class=manager_factory() if manager_factory else None,
         round_trip=False,
+        **spec.papermill,
     )
     try:
         return run_notebook(spec.notebook, spec.parameters, options)

@@ -68,6 +68,24 @@ def instrument(
     return copied
 
 
+def instrument_plain(
+    node: nbformat.NotebookNode, analysis: Analysis, run_dir: str
+) -> nbformat.NotebookNode:
+    """A copy of ``node`` that records only what any notebook has: the values of its
+    ``metrics`` cells and ``nbprod.log_metric`` calls. For notebooks that cannot become a
+    package (no roles, check problems): no parity, no artifacts, and the kernel needs
+    nothing beyond the standard library (the recorder of metrics is all it loads)."""
+    copied = copy.deepcopy(node)
+    cells: list[nbformat.NotebookNode] = [_injected(_setup(run_dir, "", modules=("capture",)))]
+    for number, cell in enumerate(copied.cells, start=1):
+        if cell.cell_type == "code":
+            cell.metadata[SOURCE_CELL] = number
+        cells.append(cell)
+    cells.append(_injected(f"{RECORDER}.finish_metrics(globals(), {analysis.metric_names!r})"))
+    copied.cells = cells
+    return copied
+
+
 def strip(node: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Remove nbprod's cells and markers from an executed notebook (in place)."""
     node.cells = [c for c in node.cells if not c.metadata.get(INJECTED)]
@@ -83,11 +101,11 @@ def _injected(source: str) -> nbformat.NotebookNode:
     return cell
 
 
-def _setup(run_dir: str, package_module: str) -> str:
+def _setup(run_dir: str, package_module: str, modules: tuple[str, ...] = runtime.KERNEL) -> str:
     # The runtime modules become the package ``_nbprod`` (so that ``artifacts`` can import
     # ``from . import _formats`` as it does in a generated package), each also reachable as
     # ``_nbprod_<name>`` (``nbprod.log_metric`` finds the recorder at ``_nbprod_capture``).
-    sources = {name: runtime.source(name) for name in runtime.KERNEL}
+    sources = {name: runtime.source(name) for name in modules}
     return f"""\
 def __nbprod_setup():
     import sys, types
@@ -103,7 +121,11 @@ def __nbprod_setup():
         exec(compile(source, "<nbprod " + name + ">", "exec"), module.__dict__)
         modules[name] = module
     return modules["capture"].Recorder(
-        {run_dir!r}, {package_module!r}, modules["values"], modules["artifacts"], modules["schema"]
+        {run_dir!r},
+        {package_module!r},
+        modules.get("values"),
+        modules.get("artifacts"),
+        modules.get("schema"),
     )
 {RECORDER} = __nbprod_setup()
 del __nbprod_setup

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nbprod.analysis.analyzer import Analysis, analyze
-from nbprod.exceptions import Cancelled, CheckFailed, UsageError
+from nbprod.exceptions import Cancelled, UsageError
 from nbprod.execution.execute import resolve_parameters
 from nbprod.notebook import Notebook, load_notebook
 from nbprod.runs.records import RunRecord, new_run_id
@@ -40,6 +40,9 @@ class RunSpec:
     kernel: str | None = None
     timeout: float | None = None
     store: str | None = None
+    # papermill's options for each run (execution_timeout, start_timeout, cwd, ...): the
+    # fields of ``RunOptions`` of the same names
+    papermill: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -141,17 +144,16 @@ def plan(
     timeout: float | None = None,
     store: str | None = None,
     sweep_id: str | None = None,
+    papermill: dict[str, Any] | None = None,
 ) -> list[RunSpec]:
-    """Check the notebook once and turn each parameter set into a run spec.
+    """Analyse the notebook once and turn each parameter set into a run spec.
 
     Unknown parameter names are refused here, before any kernel starts. ``sweep_id``
     lets a caller that watches the store (a background job) know the sweep's id first.
     A caller that already loaded (and analysed) the notebook hands it down.
     """
     notebook = notebook if isinstance(notebook, Notebook) else load_notebook(notebook)
-    analysis = analysis or analyze(notebook)
-    if not analysis.ok:
-        raise CheckFailed([str(p) for p in analysis.errors], str(notebook.path))
+    analysis = analysis or analyze(notebook)  # problems only make its runs not extractable
     sweep_id = sweep_id or new_sweep_id()
     specs = []
     for values in grid or [{}]:
@@ -166,6 +168,7 @@ def plan(
                 kernel=kernel,
                 timeout=timeout,
                 store=store,
+                papermill=dict(papermill or {}),
             )
         )
     return specs

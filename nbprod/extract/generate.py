@@ -22,7 +22,7 @@ import jinja2
 from nbprod import __version__ as nbprod_version
 from nbprod import runtime
 from nbprod.analysis.analyzer import Analysis, analyze
-from nbprod.exceptions import CheckFailed, OutputExists, UsageError
+from nbprod.exceptions import CheckFailed, NotExtractable, OutputExists, UsageError
 from nbprod.extract.code import PipelineCode, add_lambdas, indent, lambda_homes, pipeline_code
 from nbprod.extract.dependencies import SERVE, parquet_pin, pins
 from nbprod.extract.vendor import copy_modules, local_modules, rewrite_imports
@@ -69,6 +69,8 @@ def extract(
         raise OutputExists(f"{output} already exists", "choose another folder, or pass --force")
     user_notebook = load_notebook(notebook_path)
     record, run_folder = load_record(user_notebook.path, run_id)
+    if record.not_extractable:
+        raise NotExtractable(record.id, record.not_extractable, str(user_notebook.path))
     if record.status != "succeeded":
         error = (record.error or {}).get("message", "it did not finish")
         raise UsageError(

@@ -34,7 +34,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from nbprod.exceptions import JobNotFound, NbprodError, UsageError
+from nbprod.exceptions import JobNotFound, NbprodError, NotExtractable, UsageError
 from nbprod.jobs.model import (
     INDEX,
     JOB_ID,
@@ -143,6 +143,8 @@ class JobManager:
             raise UsageError("run must be a run id, latest, best:METRIC or min:METRIC")
         path = load_notebook(Path(notebook)).path
         record, _ = load_record(path, run)  # an unknown run is refused now
+        if record.not_extractable:  # and one no package can be made of
+            raise NotExtractable(record.id, record.not_extractable, str(path))
         dist = Path(dist).resolve()
         job = Job(
             id=new_job_id(),

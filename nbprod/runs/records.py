@@ -37,6 +37,13 @@ class RunRecord:
     notes: list[str] = field(default_factory=list)
     sweep_id: str | None = None
     kernel_start: str | None = None  # "fork", "fallback: <why>" or "process"
+    # Why this run cannot become a package (the notebook's check problems: no roles, no
+    # inference cell, ...); empty for a run of a notebook that can be extracted.
+    not_extractable: list[str] = field(default_factory=list)
+
+    @property
+    def extractable(self) -> bool:
+        return not self.not_extractable
 
     @property
     def duration(self) -> float | None:
@@ -45,6 +52,7 @@ class RunRecord:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["duration"] = self.duration
+        data["extractable"] = self.extractable
         return data
 
 

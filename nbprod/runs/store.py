@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS runs (
     kernel TEXT NOT NULL,
     sweep_id TEXT,
     kernel_start TEXT,
+    not_extractable TEXT,
     folder TEXT,
     started REAL NOT NULL,
     finished REAL
@@ -46,10 +47,10 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_by_notebook ON runs (notebook, started);
 CREATE INDEX IF NOT EXISTS runs_by_sweep ON runs (sweep_id);
 """
-_ADDED_COLUMNS = ("kernel_start",)
+_ADDED_COLUMNS = ("kernel_start", "not_extractable")
 _LOWER_IS_BETTER = ("loss", "error", "rmse", "mae", "mse", "logloss")
 _SELECTOR = re.compile(r"^(best|max|min):([A-Za-z_][A-Za-z0-9_.\-]*)$")
-_JSON_FIELDS = ("parameters", "metrics", "artifacts", "error", "notes")
+_JSON_FIELDS = ("parameters", "metrics", "artifacts", "error", "notes", "not_extractable")
 
 
 def store_path(notebook: Path, configured: str | os.PathLike[str] | None = None) -> Path:
@@ -246,6 +247,7 @@ def _record(row: sqlite3.Row) -> RunRecord:
         data[name] = json.loads(data[name]) if data[name] is not None else None
     data.pop("folder", None)
     data["notes"] = data["notes"] or []
+    data["not_extractable"] = data["not_extractable"] or []
     return RunRecord(**data)
 
 
@@ -282,4 +284,5 @@ def _from_folder(notebook: Path, run_id: str) -> tuple[RunRecord, Path]:
         )
     data = json.loads(path.read_text(encoding="utf-8"))
     data.pop("duration", None)
+    data.pop("extractable", None)
     return RunRecord(**data), folder

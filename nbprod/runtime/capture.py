@@ -31,15 +31,17 @@ class Recorder:
         self,
         run_dir: str,
         package_module: str,
-        values: ModuleType,
-        artifacts: ModuleType,
-        schema: ModuleType,
+        values: ModuleType | None,
+        artifacts: ModuleType | None,
+        schema: ModuleType | None,
     ) -> None:
+        """``values``, ``artifacts`` and ``schema`` are None in a run that records metrics
+        only (``finish_metrics``): a notebook that cannot become a package."""
         self.run_dir = Path(run_dir)
         self.package_module = package_module
-        self.values = values
-        self.artifacts = artifacts
-        self.schema_module = schema
+        self.values: Any = values
+        self.artifacts: Any = artifacts
+        self.schema_module: Any = schema
         self.schema: dict[str, Any] | None = None
         self.calls: list[dict[str, Any]] = []
         self.pending_inputs: dict[str, Any] | None = None
@@ -127,6 +129,18 @@ class Recorder:
             self.notes.append(f"log_metric({name!r}, ...) ignored a value that is not a number")
 
     # -- the end of the run ------------------------------------------------------------------
+    def finish_metrics(self, namespace: dict[str, Any], metrics: list[str]) -> None:
+        """The end of a run that cannot become a package: its metrics and notes only."""
+        self._collect_metrics(namespace, metrics)
+        self._write_json("notes.json", self.notes)
+
+    def _collect_metrics(self, namespace: dict[str, Any], metrics: list[str]) -> None:
+        for name in metrics:
+            value = namespace.get(name)
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                self.metrics.setdefault(name, float(value))
+        self._write_json("metrics.json", self.metrics)
+
     def finish(
         self,
         namespace: dict[str, Any],
@@ -138,11 +152,7 @@ class Recorder:
     ) -> None:
         """Record metrics, parity, data fingerprints and notes, and save the artifacts;
         ``artifacts`` maps each name to the ``[cell, line]`` that defined it."""
-        for name in metrics:
-            value = namespace.get(name)
-            if isinstance(value, numbers.Real) and not isinstance(value, bool):
-                self.metrics.setdefault(name, float(value))
-        self._write_json("metrics.json", self.metrics)
+        self._collect_metrics(namespace, metrics)
         if kind == "function" and not self.calls:
             self._sample_call(namespace, entry, samples)
         self._save_parity(entry)

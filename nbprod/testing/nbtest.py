@@ -32,13 +32,8 @@ from nbprod.analysis.analyzer import analyze
 from nbprod.analysis.facts import Problem
 from nbprod.analysis.parsing import leading_blank_lines
 from nbprod.exceptions import ExecutionFailed, NbprodError, PackageBroken
-from nbprod.execution.execute import (
-    ANSI,
-    error_heading,
-    error_traceback,
-    run_budget,
-    traceback_line,
-)
+from nbprod.execution.execute import run_budget
+from nbprod.execution.failures import ANSI, error_heading, error_traceback, traceback_line
 from nbprod.execution.nbmake_settings import FOLLOWS, add_follow_ups, execution_settings
 from nbprod.notebook import declared_kernel, load_notebook
 from nbprod.runs.records import EXECUTED, RunRecord, run_dir

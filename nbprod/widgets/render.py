@@ -177,7 +177,7 @@ def runs(rows: list[dict[str, Any]], metric: str | None, declared: Sequence[str]
     body = []
     for row in rows:
         cells = [
-            status(row["status"]),
+            status(row["status"]) + not_extractable(row.get("not_extractable") or []),
             code(row["id"]),
             *(esc(value(row["parameters"][n])) if n in row["parameters"] else "" for n in names),
             *(esc(value(row["metrics"][m])) if m in row["metrics"] else "" for m in metrics),
@@ -195,6 +195,14 @@ def runs(rows: list[dict[str, Any]], metric: str | None, declared: Sequence[str]
 def status(text: str) -> str:
     color = {"succeeded": GREEN, "failed": RED}.get(text)
     return f'<span style="color: {color}">{esc(text)}</span>' if color else esc(text)
+
+
+def not_extractable(reasons: Sequence[str]) -> str:
+    """A mark for a run no package can be made of; its reasons show on hover."""
+    if not reasons:
+        return ""
+    shown = esc("\n".join(reasons))
+    return f' <span data-nbprod="not-extractable" title="{shown}">· not extractable</span>'
 
 
 def run_error(row: dict[str, Any], width: int) -> str:
