@@ -182,7 +182,7 @@ def run_in_process(
     started_by = "kernel"
     manager = None
     if fork_socket is not None:
-        from nbprod.execution.kernels import fork_kernel_manager
+        from nbprod.execution.forkserver.manager import fork_kernel_manager
 
         manager = fork_kernel_manager(fork_socket, ready_settle=ready_settle)
         options["kernel_manager_class"] = manager
