@@ -38,6 +38,8 @@ from typing import Any
 
 import nbformat
 
+from nbprod.runtime.artifacts import sha256
+
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "corpus" / "corpus.toml"
 CACHE = ROOT / ".cache" / "corpus"
@@ -163,7 +165,7 @@ def sdist_path(sdist: Sdist) -> Path:
 def download(sdist: Sdist) -> Path:
     """The sdist's file in the cache, downloaded when missing; its sha256 is checked."""
     target = sdist_path(sdist)
-    if target.is_file() and _sha256(target) == sdist.sha256:
+    if target.is_file() and sha256(target) == sdist.sha256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
@@ -179,7 +181,7 @@ def download(sdist: Sdist) -> Path:
                 problems.append(problem)
         if not fetched.is_file():
             raise CorpusError(f"cannot download {sdist.filename}:\n  " + "\n  ".join(problems))
-        digest = _sha256(fetched)
+        digest = sha256(fetched)
         if digest != sdist.sha256:
             raise CorpusError(
                 f"{sdist.filename} has sha256 {digest}, the manifest says {sdist.sha256}"
@@ -249,14 +251,6 @@ def _pip_cert() -> str | None:
 
 def _normalise(name: str) -> str:
     return "-".join(name.lower().replace("_", "-").replace(".", "-").split("-"))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------ unpacking

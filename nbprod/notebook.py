@@ -170,12 +170,6 @@ def notebook_from_json(raw: Any, path: str | Path) -> Notebook:
     return Notebook(path=path.resolve(), raw=raw, cells=_cells(raw), settings=_settings(raw))
 
 
-def parse_notebook(raw: Any, name: str = "notebook") -> nbformat.NotebookNode:
-    """A decoded notebook JSON document as nbformat version 4 (``check_notebook``, then
-    ``notebook_node``)."""
-    return notebook_node(check_notebook(raw, name), name)
-
-
 def notebook_node(raw: dict[str, Any], name: str) -> nbformat.NotebookNode:
     """A checked document as nbformat's NotebookNode: lines joined, and cell ids given
     where nbformat 4.5 wants them."""

@@ -30,6 +30,8 @@ from nbprod.cli.test import test
 # parsers at import (about a second), for the "iri" formats no notebook schema uses. A
 # CLI process is nbprod's own, so it goes without that checker (jsonschema treats it as
 # optional); a Jupyter server or a kernel that imports nbprod keeps it.
+# None in sys.modules is Python's documented "do not import this" marker, which
+# typeshed's dict[str, ModuleType] does not allow: hence the one ignore.
 sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 
