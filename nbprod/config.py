@@ -4,6 +4,7 @@
 [tool.nbprod]
 store = ".runs/runs.db"              # run store (relative to the pyproject.toml)
 dask = { address = "tcp://scheduler:8786" }
+mlflow = { tracking_uri = "http://mlflow:5000", experiment = "churn" }  # log runs to MLflow
 ```
 """
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from nbbuild import build, write_notebook
 
 from nbprod.analysis.analyzer import Analysis, analyze
@@ -147,6 +148,22 @@ def test_the_package_name_never_shadows_an_imported_module(tmp_path: Path) -> No
             assert f'"name": "{chosen}"' in (warning.hint or "")
         else:
             assert analysis.warnings == []
+
+
+def test_an_installed_module_is_a_taken_name_and_a_folder_here_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed modules the notebook does not import are taken too (installing the
+    package would shadow them); a folder in the working directory is no module of this
+    environment, whatever its name."""
+    (tmp_path / "sales").mkdir()
+    (tmp_path / "sales" / "__init__.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cells = (("train", "w = 2"), ("inference", "def predict(x):\n    return x * w"))
+    assert check(tmp_path, *cells, name="pyarrow").package == "pyarrow_model"
+    assert check(tmp_path, *cells, name="zmq").package == "zmq_model"
+    assert check(tmp_path, *cells, name="sales").package == "sales"
 
 
 def test_a_chosen_name_that_shadows_a_module_is_refused(tmp_path: Path) -> None:

@@ -70,3 +70,28 @@ def test_types_outside_the_recorded_list_are_not_loaded(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UntrustedTypesFoundException):
         load_artifacts(tmp_path)
+
+
+def test_an_inherited_distribution_map_is_read_again_for_a_module_installed_since(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kernel forked from the fork server inherits the server's map of installed
+    distributions. A module loaded from site-packages that the map lacks was installed
+    since (``%pip install``): the map is read again, once. The notebook's own modules are
+    in no distribution and cost no new read."""
+    import os
+
+    import nbbuild  # noqa: F401  (a module of these tests: in no distribution)
+    import sklearn  # noqa: F401  (in site-packages)
+
+    from nbprod.runtime import artifacts
+
+    monkeypatch.setattr(artifacts, "_DISTRIBUTIONS", {"numpy": ["numpy"]})
+    read_by = [-1]  # the pids that read the map: another process
+    monkeypatch.setattr(artifacts, "_READ_BY", read_by)
+    assert artifacts.distributions("nbbuild") == []
+    assert read_by == [-1]
+    assert artifacts.distributions("sklearn") == ["scikit-learn"]
+    assert read_by == [-1, os.getpid()]
+    assert artifacts.distributions("nbbuild") == []
+    assert read_by == [-1, os.getpid()]

@@ -3,7 +3,8 @@
 A `jupyter lab` started here on a free loopback port serves a copy of
 example_notebooks/; Debian's Chromium, driven by Playwright, goes through the story: set
 a cell's role with the picker (badge, tag, undo), introduce a problem and land on its
-cell from the panel, sweep two runs (and one that fails), publish the best run. Every
+cell from the panel, sweep two runs (and one that fails), publish the best run; sweep a
+plain papermill notebook, whose runs are marked not extractable, saying why. Every
 step leaves a screenshot in the pytest temporary folder (printed at the end); with
 NBPROD_UPDATE_DOCS=1 the ones the README shows are also copied to docs/.
 """
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from nbbuild import write_notebook
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 from tools import free_port
 
@@ -212,15 +214,18 @@ def widen_right_sidebar(page: Page, pixels: int) -> None:
     page.mouse.up()
 
 
-def open_notebook(page: Page, lab: Lab) -> None:
-    """The example notebook in a fresh Lab layout, file browser closed, nbprod panel open."""
-    page.goto(f"{lab.url}/lab/tree/{NOTEBOOK}?reset&token={TOKEN}")
+def open_notebook(
+    page: Page, lab: Lab, notebook: str = NOTEBOOK, cells: int = 13, check: str = "ok"
+) -> None:
+    """`notebook` (of `cells` cells) in a fresh Lab layout, file browser closed, nbprod
+    panel open, once its check says `check` (ok or problems)."""
+    page.goto(f"{lab.url}/lab/tree/{notebook}?reset&token={TOKEN}")
     expect(page.locator("select[data-nbprod-role-select]")).to_be_visible(timeout=60_000)
-    expect(cell(page, 13)).to_be_attached()
+    expect(cell(page, cells)).to_be_attached()
     page.evaluate("window.jupyterapp.commands.execute('application:toggle-left-area')")
     show_sidebar(page, "nbprod-panel")
     widen_right_sidebar(page, 200)
-    expect(page.locator('#nbprod-panel [data-nbprod-check-status="ok"]')).to_be_visible(
+    expect(page.locator(f'#nbprod-panel [data-nbprod-check-status="{check}"]')).to_be_visible(
         timeout=30_000
     )
 
@@ -330,3 +335,71 @@ def test_a_failed_run_shows_its_error_and_opens_its_executed_notebook(lab: Lab, 
         "data-nbprod-path", NOTEBOOK
     )
     shoot(page, lab, "lab-executed-notebook.png")
+
+
+def test_a_plain_notebook_sweeps_and_its_runs_say_why_they_are_not_extractable(
+    lab: Lab, page: Page
+) -> None:
+    """A notebook as papermill users write it (a parameters cell, a metric logged, no
+    other role) is offered a sweep; its runs are recorded, marked not extractable with the
+    check's reasons, and publishing one is refused with them. One without a parameters
+    cell is offered one run."""
+    write_notebook(
+        lab.root / "plain.ipynb",
+        ("parameters", "n = 2"),
+        (None, "total = n * 10"),
+        (None, "import nbprod\nnbprod.log_metric('total', total)"),
+    )
+    open_notebook(page, lab, "plain.ipynb", cells=3, check="problems")
+    panel = page.locator("#nbprod-panel")
+    note = panel.locator("[data-nbprod-not-extractable-note]")
+    expect(note).to_contain_text("The runs will be recorded as not extractable")
+    expect(note).to_contain_text("extract and publish refuse them")
+    expect(note).to_contain_text("cell 1 (parameters): no cell is tagged `inference`")
+
+    panel.locator('[data-nbprod-param="n"]').fill("1, 3")
+    start = panel.locator('[data-nbprod-action="start-sweep"]')
+    expect(start).to_have_text("Start sweep (2 runs)")
+    start.click()
+    sweep = panel.locator('[data-nbprod-job="sweep"]')
+    expect(sweep).to_have_attribute("data-nbprod-job-status", "succeeded", timeout=240_000)
+    runs = panel.locator('tr[data-nbprod-run-status="succeeded"]')
+    expect(runs).to_have_count(2, timeout=30_000)
+    expect(panel.locator('[data-nbprod-metric="total"]')).to_have_text(["30", "10"])
+    marks = panel.locator("tr[data-nbprod-run] [data-nbprod-not-extractable]")
+    expect(marks).to_have_text(["not extractable", "not extractable"])
+    for number in range(2):
+        run_id = runs.nth(number).get_attribute("data-nbprod-run")
+        mark = marks.nth(number)
+        assert mark.get_attribute("data-nbprod-not-extractable") == run_id
+        assert "no cell is tagged `inference`" in (mark.get_attribute("title") or "")
+    reasons = panel.locator("[data-nbprod-not-extractable-reasons]")
+    expect(reasons).to_contain_text("not extractable: all 2 runs (extract and publish refuse them)")
+    expect(reasons.locator("li").first).to_contain_text(
+        "cell 1 (parameters): no cell is tagged `inference`, so there is nothing to predict with"
+    )
+    panel.locator('[data-nbprod-section="runs"]').scroll_into_view_if_needed()
+    shoot(page, lab, "lab-not-extractable.png")
+
+    # Publishing one of them is refused up front (422), with the reasons.
+    expect(panel.locator("select[data-nbprod-publish-run]")).to_have_value("best:total")
+    panel.locator('[data-nbprod-action="publish"]').click()
+    refused = panel.locator('[data-nbprod-failure="publish"]')
+    expect(refused).to_contain_text("is not extractable: the notebook had 1 problem when it ran")
+    expect(refused).to_contain_text("no cell is tagged `inference`")
+    expect(refused).to_contain_text("fix: fix them")
+    expect(panel.locator('[data-nbprod-job="publish"]')).to_have_count(0)
+    refused.scroll_into_view_if_needed()
+    shoot(page, lab, "lab-not-extractable-publish.png")
+
+    # Without a parameters cell the notebook is still offered a run, as the widgets do.
+    write_notebook(lab.root / "once.ipynb", (None, "total = 3"), (None, "print(total)"))
+    open_notebook(page, lab, "once.ipynb", cells=2, check="problems")
+    expect(panel.locator("[data-nbprod-no-parameters]")).to_contain_text(
+        "no parameters cell (tag one cell parameters to sweep its values): "
+        "Start runs the notebook once"
+    )
+    expect(panel.locator('[data-nbprod-action="start-sweep"]')).to_have_text("Start (1 run)")
+    expect(panel.locator("[data-nbprod-not-extractable-note]")).to_contain_text(
+        "cell 1: no cell has an nbprod role"
+    )

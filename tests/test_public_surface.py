@@ -42,7 +42,7 @@ def test_the_cli_keeps_its_commands() -> None:
     assert sorted(main.commands) == ["check", "ci", "extract", "publish", "run", "runs", "test"]
     runs = main.commands["runs"]
     assert isinstance(runs, click.Group)
-    assert sorted(runs.commands) == ["compare", "list", "show"]
+    assert sorted(runs.commands) == ["compare", "export", "list", "show"]
 
 
 def test_entry_points_point_at_modules_that_exist() -> None:

@@ -342,3 +342,30 @@ def test_project_config_sets_the_store(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "shared" / "runs.db")
     assert [row[0] for row in db.execute("SELECT status FROM runs")] == ["succeeded"]
     assert not (folder / ".nbprod" / "runs.db").exists()
+
+
+def test_forked_kernels_inherit_the_runtime_the_fork_server_loaded(tmp_path: Path) -> None:
+    """The fork server loads nbprod's kernel runtime and reads the installed
+    distributions once; each forked kernel keeps both instead of doing it again, and
+    still records the run's environment. A kernel started normally does it all itself."""
+    notebook = light(
+        tmp_path,
+        ("parameters", "x = 1"),
+        (
+            "train",
+            "import os, sys\nread_by = list(sys.modules['_nbprod_artifacts']._READ_BY)\nw = x",
+        ),
+        ("metrics", "inherited = float(bool(read_by) and os.getpid() not in read_by)"),
+        ("inference", "def predict(v):\n    return v * w"),
+        (None, "predict(1)"),
+    )
+    code, forked = sweep_json(notebook, "-p", "x=1,2", "--workers", "2")
+    assert code == 0, forked
+    assert [r["kernel_start"] for r in forked["runs"]] == ["fork", "fork"]
+    assert [r["metrics"]["inherited"] for r in forked["runs"]] == [1.0, 1.0]
+    code, started = sweep_json(notebook, "-p", "x=3,4", "--workers", "2", "--no-fork")
+    assert code == 0, started
+    assert [r["metrics"]["inherited"] for r in started["runs"]] == [0.0, 0.0]
+    for run in forked["runs"] + started["runs"]:
+        environment = json.loads((Path(run["folder"]) / "environment.json").read_text())
+        assert {"numpy", "pandas", "skops"} <= set(environment["packages"]), environment

@@ -32,6 +32,12 @@ BROKEN = (
     ("train", "x = 1\nmodel = len(df)"),
     ("inference", "def predict(v):\n    return model"),
 )
+# A notebook as papermill users write it: a parameters cell and nothing else of nbprod's.
+PLAIN = (
+    ("parameters", "n = 2"),
+    (None, "total = n * 10"),
+    (None, "import nbprod\nnbprod.log_metric('total', total)"),
+)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
@@ -175,12 +181,52 @@ def test_a_notebook_with_problems_sweeps_and_its_runs_say_why_they_cannot_be_ext
     the runs no package can be made of, with the check's reasons on hover."""
     broken = write_notebook(tmp_path / "broken.ipynb", *BROKEN)
     panel = Panel(broken)
+    assert "no parameters cell: Start runs the notebook once" in panel.sweep.form.children[0].value
+    note = panel.sweep.not_extractable.value
+    assert 'data-nbprod="not-extractable-note"' in note
+    assert "cell 2 (train), line 2: reads `df`, which only the untagged cell 1 defines" in note
     sweep(panel)
     assert "succeeded" in panel.sweep.status.value, panel.sweep.status.value
     panel.runs.refresh()
     table = panel.runs.table.value
     assert 'data-nbprod="not-extractable"' in table
-    assert "cell 2 (train), line 2: reads `df`" in table
+    reasons = table.split('data-nbprod="not-extractable-reasons"')[1]
+    assert "this run (extract and publish refuse it)" in reasons
+    assert "<li>cell 2 (train), line 2: reads `df`" in html.unescape(reasons)
+    panel.close()
+
+
+@pytest.mark.slow
+def test_a_notebook_with_only_a_parameters_cell_sweeps_its_form_and_says_why_not_extractable(
+    tmp_path: Path,
+) -> None:
+    """A papermill notebook (a parameters cell, a metric logged, no other role): the form
+    comes from its parameters cell, the note by Start says its runs will not be
+    extractable, and each run of the sweep is marked so, the reasons under the table."""
+    plain = write_notebook(tmp_path / "plain.ipynb", *PLAIN)
+    panel = Panel(plain)
+    assert list(panel.sweep.fields) == ["n"]
+    note = html.unescape(panel.sweep.not_extractable.value)
+    assert "recorded as <b>not extractable</b>" in note
+    assert "no cell is tagged `inference`" in note
+    panel.sweep.workers.value = 2
+    sweep(panel, n="1, 3")
+    assert "2/2 done, 0 failed, 0 running: <b>succeeded</b>" in panel.sweep.status.value
+    table = panel.runs.table.value
+    rows = runs_table(table)
+    assert sorted((row["n"], row["total"]) for row in rows.values()) == [("1", "10"), ("3", "30")]
+    assert all(row["status"] == "succeeded · not extractable" for row in rows.values()), rows
+    reasons = html.unescape(table.split('data-nbprod="not-extractable-reasons"')[1])
+    marked = re.search(r'data-runs="(.*?)"', reasons)
+    assert marked is not None and sorted(marked.group(1).split()) == sorted(rows)
+    assert "all 2 runs (extract and publish refuse them)" in reasons
+    assert "no cell is tagged `inference`, so there is nothing to predict with" in reasons
+    assert panel.publish.run.options  # the runs ran: publishing one is refused, saying why
+    panel.publish.run.value = "latest"
+    panel.publish.button.click()
+    refused = html.unescape(panel.publish.messages.widget.value)
+    assert "is not extractable" in refused and "no cell is tagged `inference`" in refused
+    assert panel.publish.job is None
     panel.close()
 
 

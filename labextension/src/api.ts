@@ -71,6 +71,8 @@ export interface IRun {
   error: IRunError | null;
   executed_path: string | null;
   sweep_id?: string | null;
+  /** Why no package can be made of the run (the check's problems when it ran). */
+  not_extractable: string[];
 }
 
 export interface IJobError {

@@ -8,7 +8,8 @@ import { ICheck, IProblem } from './api';
 import { NbprodModel } from './model';
 import { PREDICTION_ROLES, Role, TRAINING_ROLES } from './roles';
 
-function where(problem: IProblem): string {
+/** `cell 7 (train), line 3`, as nbprod names a place; empty without a cell. */
+export function where(problem: IProblem): string {
   const parts: string[] = [];
   if (problem.cell !== null) {
     parts.push(`cell ${problem.cell}` + (problem.role ? ` (${problem.role})` : ''));

@@ -120,7 +120,11 @@ export function PublishView(props: {
   const choices = [
     ...metrics.map(name => ({ value: `best:${name}`, label: `best by ${name}` })),
     { value: 'latest', label: 'latest run' },
-    ...succeeded.map(run => ({ value: run.id, label: `run ${run.id}` }))
+    // Listed all the same: publishing one says why the server refuses it.
+    ...succeeded.map(run => ({
+      value: run.id,
+      label: `run ${run.id}${(run.not_extractable ?? []).length ? ' (not extractable)' : ''}`
+    }))
   ];
   const [run, setRun] = React.useState('');
   const [version, setVersion] = React.useState('');

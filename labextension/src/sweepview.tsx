@@ -1,14 +1,18 @@
 /**
  * Sweep: a form built from the parameters cell, the live progress of the sweep, and
  * the runs table (sorted by a metric on the server; a failed run shows its error and
- * opens its executed notebook).
+ * opens its executed notebook). Any notebook runs, as papermill runs it: one the check
+ * finds problems in is swept too, and its runs are marked not extractable, with why.
  */
 import { CommandRegistry } from '@lumino/commands';
 import * as React from 'react';
 
-import { FINISHED, IJob, IRun } from './api';
+import { FINISHED, ICheck, IJob, IRun } from './api';
+import { where } from './checkview';
 import { NbprodModel } from './model';
 import { parseValues, pythonLiteral } from './values';
+
+const SHOWN_REASONS = 3; // the rest are a click away, in Problems or a tooltip
 
 export function JobFailure(props: { model: NbprodModel; kind: 'sweep' | 'publish' }): JSX.Element | null {
   const { jobFailure } = props.model;
@@ -17,7 +21,7 @@ export function JobFailure(props: { model: NbprodModel; kind: 'sweep' | 'publish
   }
   return (
     <div className="jp-nbprod-failure" data-nbprod-failure={props.kind}>
-      {jobFailure.failure.message}
+      <div className="jp-nbprod-failure-message">{jobFailure.failure.message}</div>
       {jobFailure.failure.hint && <div>fix: {jobFailure.failure.hint}</div>}
     </div>
   );
@@ -64,12 +68,36 @@ function SweepProgress(props: { job: IJob; model: NbprodModel }): JSX.Element {
   );
 }
 
+/**
+ * What the runs of a notebook the check finds problems in will be: recorded, but not
+ * extractable, and why (the first problems, where they are).
+ */
+function NotExtractableNote(props: { check: ICheck }): JSX.Element {
+  const { problems } = props.check;
+  const more = problems.length - SHOWN_REASONS;
+  return (
+    <div className="jp-nbprod-muted jp-nbprod-note" data-nbprod-not-extractable-note="">
+      The runs will be recorded as <b>not extractable</b>: extract and publish refuse them
+      until the check is ok.
+      {problems.length > 0 && (
+        <ul className="jp-nbprod-reasons">
+          {problems.slice(0, SHOWN_REASONS).map((problem, i) => {
+            const place = where(problem);
+            return <li key={i}>{place ? `${place}: ${problem.message}` : problem.message}</li>;
+          })}
+          {more > 0 && <li>and {more} more (see Problems)</li>}
+        </ul>
+      )}
+    </div>
+  );
+}
+
 export function SweepView(props: { model: NbprodModel }): JSX.Element | null {
   const { model } = props;
   const [values, setValues] = React.useState<{ [name: string]: string }>({});
   const [smoke, setSmoke] = React.useState(false);
-  const [invalid, setInvalid] = React.useState<string | null>(null);
-  const parameters = model.check?.parameters ?? {};
+  const check = model.check;
+  const parameters = check?.parameters ?? {};
   const names = Object.keys(parameters);
   const job = model.sweep;
   const busy = job !== null && !FINISHED.includes(job.status);
@@ -87,77 +115,131 @@ export function SweepView(props: { model: NbprodModel }): JSX.Element | null {
   const runs = Object.values(axes()).reduce((n, list) => n * list.length, 1);
   const submit = (event: React.FormEvent): void => {
     event.preventDefault();
-    setInvalid(null);
-    if (model.check && !model.check.ok) {
-      setInvalid('fix the problems above first: a sweep runs the checked notebook');
-      return;
-    }
     void model.startSweep(axes(), smoke);
   };
 
   return (
     <section className="jp-nbprod-section" data-nbprod-section="sweep">
       <h3>Sweep</h3>
-      {names.length === 0 ? (
-        <div className="jp-nbprod-muted">
-          no parameters cell: tag one cell <code>parameters</code> to sweep its values
-        </div>
-      ) : (
-        <form className="jp-nbprod-form" onSubmit={submit}>
-          <table className="jp-nbprod-params">
-            <thead>
-              <tr>
-                <th>parameter</th>
-                <th>default</th>
-                <th title="Python literals separated by commas; empty: the default">sweep values</th>
-              </tr>
-            </thead>
-            <tbody>
-              {names.map(name => {
-                const literal = pythonLiteral(parameters[name].value, parameters[name].type);
-                return (
-                  <tr key={name}>
-                    <td>
-                      <code>{name}</code>
-                    </td>
-                    <td className="jp-nbprod-muted">{literal}</td>
-                    <td>
-                      <input
-                        className="jp-mod-styled"
-                        data-nbprod-param={name}
-                        placeholder={`e.g. ${literal}`}
-                        value={values[name] ?? ''}
-                        onChange={event => setValues({ ...values, [name]: event.target.value })}
-                      />
-                    </td>
-                  </tr>
-                );
-              })}
-            </tbody>
-          </table>
-          <label className="jp-nbprod-inline">
-            <input
-              type="checkbox"
-              data-nbprod-smoke=""
-              checked={smoke}
-              onChange={event => setSmoke(event.target.checked)}
-            />
-            <span title="metadata.nbprod.smoke">smoke parameters</span>
-          </label>
-          <button
-            type="submit"
-            className="jp-mod-styled jp-mod-accept"
-            data-nbprod-action="start-sweep"
-            disabled={busy}
-          >
-            Start sweep ({runs} run{runs === 1 ? '' : 's'})
-          </button>
-        </form>
-      )}
-      {invalid && <div className="jp-nbprod-failure">{invalid}</div>}
+      <form className="jp-nbprod-form" onSubmit={submit}>
+        {names.length === 0 ? (
+          <div className="jp-nbprod-muted" data-nbprod-no-parameters="">
+            {!check && 'not checked yet'}
+            {check?.roles.parameters &&
+              'the parameters cell assigns no value to sweep: Start runs the notebook once'}
+            {check && !check.roles.parameters && (
+              <>
+                no parameters cell (tag one cell <code>parameters</code> to sweep its values):
+                Start runs the notebook once
+              </>
+            )}
+          </div>
+        ) : (
+          <>
+            <table className="jp-nbprod-params">
+              <thead>
+                <tr>
+                  <th>parameter</th>
+                  <th>default</th>
+                  <th title="Python literals separated by commas; empty: the default">
+                    sweep values
+                  </th>
+                </tr>
+              </thead>
+              <tbody>
+                {names.map(name => {
+                  const literal = pythonLiteral(parameters[name].value, parameters[name].type);
+                  return (
+                    <tr key={name}>
+                      <td>
+                        <code>{name}</code>
+                      </td>
+                      <td className="jp-nbprod-muted">{literal}</td>
+                      <td>
+                        <input
+                          className="jp-mod-styled"
+                          data-nbprod-param={name}
+                          placeholder={`e.g. ${literal}`}
+                          value={values[name] ?? ''}
+                          onChange={event => setValues({ ...values, [name]: event.target.value })}
+                        />
+                      </td>
+                    </tr>
+                  );
+                })}
+              </tbody>
+            </table>
+            <label className="jp-nbprod-inline">
+              <input
+                type="checkbox"
+                data-nbprod-smoke=""
+                checked={smoke}
+                onChange={event => setSmoke(event.target.checked)}
+              />
+              <span title="metadata.nbprod.smoke">smoke parameters</span>
+            </label>
+          </>
+        )}
+        {check && !check.ok && <NotExtractableNote check={check} />}
+        <button
+          type="submit"
+          className="jp-mod-styled jp-mod-accept"
+          data-nbprod-action="start-sweep"
+          disabled={busy}
+        >
+          {names.length ? 'Start sweep' : 'Start'} ({runs} run{runs === 1 ? '' : 's'})
+        </button>
+      </form>
       <JobFailure model={model} kind="sweep" />
       {job && <SweepProgress job={job} model={model} />}
     </section>
+  );
+}
+
+/**
+ * Why the marked runs are not extractable, once per distinct list of reasons: a sweep's
+ * runs share theirs, and a row each would repeat them.
+ */
+function NotExtractableReasons(props: { runs: IRun[] }): JSX.Element | null {
+  const groups = new Map<string, IRun[]>();
+  for (const run of props.runs) {
+    if ((run.not_extractable ?? []).length) {
+      const key = JSON.stringify(run.not_extractable);
+      groups.set(key, [...(groups.get(key) ?? []), run]);
+    }
+  }
+  if (!groups.size) {
+    return null;
+  }
+  const named = (runs: IRun[]): string => {
+    if (runs.length === props.runs.length) {
+      return runs.length === 1 ? 'this run' : `all ${runs.length} runs`;
+    }
+    const ids = runs.slice(0, 4).map(run => run.id.slice(-6));
+    const more = runs.length > ids.length ? ` and ${runs.length - ids.length} more` : '';
+    return `run${runs.length === 1 ? '' : 's'} ${ids.join(', ')}${more}`;
+  };
+  return (
+    <div className="jp-nbprod-not-extractable-reasons" data-nbprod-not-extractable-reasons="">
+      {[...groups.values()].map(runs => {
+        const reasons = runs[0].not_extractable;
+        const more = reasons.length - SHOWN_REASONS;
+        const [them, they] = runs.length === 1 ? ['it', 'it'] : ['them', 'they'];
+        return (
+          <div key={runs[0].id} data-nbprod-reasons-of={runs.map(run => run.id).join(' ')}>
+            <b>not extractable</b>: {named(runs)} (extract and publish refuse {them}); the
+            notebook had {reasons.length === 1 ? 'this problem' : 'these problems'} when {they}{' '}
+            ran:
+            <ul className="jp-nbprod-reasons">
+              {reasons.slice(0, SHOWN_REASONS).map((reason, i) => (
+                <li key={i}>{reason}</li>
+              ))}
+              {more > 0 && <li title={reasons.join('\n')}>and {more} more</li>}
+            </ul>
+          </div>
+        );
+      })}
+    </div>
   );
 }
 
@@ -201,6 +283,18 @@ function RunRows(props: {
         </td>
         <td title={run.id}>
           <code>{run.id.slice(-6)}</code>
+          {(run.not_extractable ?? []).length > 0 && (
+            <span
+              className="jp-nbprod-not-extractable"
+              data-nbprod-not-extractable={run.id}
+              title={[
+                'not extractable: extract and publish refuse this run',
+                ...run.not_extractable
+              ].join('\n')}
+            >
+              not extractable
+            </span>
+          )}
         </td>
         {parameters.map(name => (
           <td key={name}>{literal(name, run.parameters[name])}</td>
@@ -334,6 +428,7 @@ export function RunsView(props: { model: NbprodModel; commands: CommandRegistry 
               {constant.map(name => `${name}=${literal(name, runs[0].parameters[name])}`).join(', ')}
             </div>
           )}
+          <NotExtractableReasons runs={runs} />
         </div>
       )}
     </section>

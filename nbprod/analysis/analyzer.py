@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nbprod.analysis.facts import CellInfo, Definition, EntryPoint, Parameter, Problem, Severity
-from nbprod.analysis.naming import package_name, taken_names
+from nbprod.analysis.naming import is_taken, package_name
 from nbprod.analysis.parsing import parse_cell
 from nbprod.analysis.prediction import PredictionRules
 from nbprod.analysis.scopes import BUILTINS, Import, scan_statements
@@ -315,7 +315,7 @@ class _Analyzer(PredictionRules):
         if (
             first is not None
             and self.notebook.settings.name is not None
-            and name in taken_names(modules)
+            and is_taken(name, modules)
         ):
             self.problem(
                 "error",

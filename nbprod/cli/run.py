@@ -14,6 +14,7 @@ from nbprod.cli.common import err, json_flag, out
 from nbprod.exceptions import Cancelled, ExecutionFailed, UsageError
 
 if TYPE_CHECKING:
+    from nbprod.execution.mlflow import MlflowTracker
     from nbprod.notebook import Notebook
     from nbprod.runs.records import RunRecord
 
@@ -132,6 +133,19 @@ class RunCommand(click.Command):
     "--sweep-id",
     help="Record the runs under this sweep id (makes it a sweep, even of one run).",
 )
+@click.option(
+    "--mlflow/--no-mlflow",
+    "mlflow",
+    default=None,
+    help="Also log the runs to MLflow (default: on when [tool.nbprod] mlflow or "
+    "$MLFLOW_TRACKING_URI is set; --no-mlflow turns it off).",
+)
+@click.option("--mlflow-uri", metavar="URI", help="MLflow tracking URI (implies --mlflow).")
+@click.option(
+    "--mlflow-experiment",
+    metavar="NAME",
+    help="MLflow experiment (default: the notebook's stem; implies --mlflow).",
+)
 @json_flag("Print the runs as JSON.")
 def run(
     notebook: Path,
@@ -158,6 +172,9 @@ def run(
     prepare_only: bool,
     store: str | None,
     sweep_id: str | None,
+    mlflow: bool | None,
+    mlflow_uri: str | None,
+    mlflow_experiment: str | None,
     as_json: bool,
 ) -> None:
     """Execute the notebook with papermill, once or as a sweep over parameter values, and
@@ -189,9 +206,10 @@ def run(
         parameters = {**base, **single, **sets[0]}
         _prepare_only(loaded, output, parameters, kernel, report_mode, is_sweep)
         return
+    tracker = _mlflow_tracker(loaded.path, store, mlflow, mlflow_uri, mlflow_experiment)
     if not is_sweep:
         overrides = {**base, **single, **sets[0]}
-        _single_run(loaded, overrides, kernel, timeout, store, as_json, output, papermill)
+        _single_run(loaded, overrides, kernel, timeout, store, as_json, output, papermill, tracker)
         return
     if output:
         raise UsageError(
@@ -215,7 +233,31 @@ def run(
         options,
         sweep_id,
         papermill,
+        tracker,
     )
+
+
+def _mlflow_tracker(
+    notebook: Path,
+    store: str | None,
+    enabled: bool | None,
+    tracking_uri: str | None,
+    experiment: str | None,
+) -> MlflowTracker | None:
+    """The MLflow tracker of this command, or None when MLflow logging is off."""
+    from nbprod.execution.mlflow import MlflowTracker, destination
+
+    where = destination(notebook, enabled=enabled, tracking_uri=tracking_uri, experiment=experiment)
+    return None if where is None else MlflowTracker(notebook, where, store)
+
+
+def _mlflow_warning(tracker: MlflowTracker | None) -> None:
+    if tracker is not None and tracker.failure is not None:
+        err.print(
+            f"warning: {tracker.failure} (the runs are in nbprod's store: "
+            "nbprod runs export --mlflow logs them later)",
+            markup=False,
+        )
 
 
 def papermill_parameters(
@@ -229,20 +271,16 @@ def papermill_parameters(
     files, YAML, ``-p NAME VALUE`` (typed as papermill types them), ``-r`` (strings)."""
     import base64
 
-    import yaml
-    from papermill.cli import _resolve_type
-    from papermill.iorw import read_yaml_file
-
     merged: dict[str, Any] = {}
     sources: list[tuple[str, Any]] = [
         *(("-b", lambda text=text: base64.b64decode(text, validate=True)) for text in yaml_base64),
-        *(("-f " + path, lambda path=path: read_yaml_file(path)) for path in yaml_files),
+        *(("-f " + path, lambda path=path: _read_yaml_file(path)) for path in yaml_files),
         *(("-y", lambda text=text: text) for text in yaml_texts),
     ]
     for where, read in sources:
         try:
             loaded = read()
-            values = yaml.safe_load(loaded) if isinstance(loaded, str | bytes) else loaded
+            values = _safe_yaml(loaded) if isinstance(loaded, str | bytes) else loaded
         except Exception as error:  # YAML, base64, or the storage papermill reads from
             raise UsageError(
                 f"the parameters of {where} cannot be read: {type(error).__name__}: {error}",
@@ -256,7 +294,10 @@ def papermill_parameters(
                 "e.g. alpha: 0.5",
             )
         merged.update(values)
-    merged.update({name: _resolve_type(value) for name, value in pairs})
+    if pairs:
+        from papermill.cli import _resolve_type  # papermill takes half a second to import
+
+        merged.update({name: _resolve_type(value) for name, value in pairs})
     merged.update(dict(raw))
     return merged
 
@@ -280,6 +321,18 @@ def _prepare_only(
     out.print(f"prepared {output} (not run)", markup=False)
 
 
+def _read_yaml_file(path: str) -> Any:
+    from papermill.iorw import read_yaml_file  # any storage papermill reads
+
+    return read_yaml_file(path)
+
+
+def _safe_yaml(text: str | bytes) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
 def _single_run(
     notebook: Notebook,
     overrides: dict[str, Any],
@@ -289,6 +342,7 @@ def _single_run(
     as_json: bool,
     output: str | None,
     papermill: dict[str, Any],
+    tracker: MlflowTracker | None = None,
 ) -> None:
     from nbprod.execution.execute import RunOptions, run_notebook
 
@@ -299,6 +353,9 @@ def _single_run(
         err.print(f"[yellow]{escape(str(error))}[/]")
         sys.exit(130)
     except ExecutionFailed as error:
+        if tracker is not None and error.run_id:
+            tracker.log_stored(error.run_id)
+            _mlflow_warning(tracker)
         if as_json:
             click.echo(
                 json.dumps(
@@ -309,6 +366,9 @@ def _single_run(
             err.print(f"[bold red]run {error.run_id} failed:[/] {escape(str(error))}")
             err.print(f"executed notebook: {error.run_folder}/executed.ipynb", markup=False)
         sys.exit(1)
+    if tracker is not None:
+        tracker.log_stored(record.id)
+        _mlflow_warning(tracker)
     folder = Path(record.notebook).parent / ".nbprod" / "runs" / record.id
     if not record.extractable:
         err.print(f"warning: {not_extractable_line(record)}", markup=False)
@@ -366,40 +426,58 @@ def _sweep(
     options: dict[str, Any],
     sweep_id: str | None,
     papermill: dict[str, Any],
+    tracker: MlflowTracker | None = None,
 ) -> None:
     from nbprod.analysis.analyzer import analyze
     from nbprod.cli.display import SweepProgress, runs_table
     from nbprod.execution.executors import executor
-    from nbprod.execution.sweep import plan, preload_modules, run_sweep
+    from nbprod.execution.sweep import new_sweep_id, plan, preload_modules, run_sweep
     from nbprod.runs.records import run_dir
     from nbprod.runs.store import first_metric
 
     analysis = analyze(notebook)
-    specs = plan(
-        notebook,
-        sets,
-        analysis=analysis,
-        base=base,
-        kernel=kernel,
-        timeout=timeout,
-        store=store,
-        sweep_id=sweep_id,
-        papermill=papermill,
-    )
     if executor_name == "local" and options.get("fork"):
         options["preload"] = preload_modules(analysis)
     chosen = executor(executor_name, **options)
+    sweep_id = sweep_id or new_sweep_id()
+    start = getattr(chosen, "start", None)
+    if callable(start):  # the fork server imports and the workers start meanwhile
+        start(str(notebook.path), sweep_id, len(sets) or 1)
+    recorded = tracker.log if tracker is not None else None  # each run as it ends
     show = not as_json and err.is_terminal
-    progress = SweepProgress(err, len(specs))
+    progress = SweepProgress(err, len(sets) or 1)
     try:
+        specs = plan(
+            notebook,
+            sets,
+            analysis=analysis,
+            base=base,
+            kernel=kernel,
+            timeout=timeout,
+            store=store,
+            sweep_id=sweep_id,
+            papermill=papermill,
+        )
         if show:
             with progress.shown():
-                result = run_sweep(specs, chosen, progress.update, package=analysis.package)
+                result = run_sweep(
+                    specs, chosen, progress.update, package=analysis.package, on_recorded=recorded
+                )
         else:
-            result = run_sweep(specs, chosen, package=analysis.package)
+            result = run_sweep(specs, chosen, package=analysis.package, on_recorded=recorded)
     except Cancelled as error:
+        if tracker is not None:
+            tracker.finish_sweep(sweep_id)
+            _mlflow_warning(tracker)
         err.print(f"[yellow]{escape(str(error))}[/]: unfinished runs are marked cancelled")
         sys.exit(130)
+    finally:
+        close = getattr(chosen, "close", None)
+        if callable(close):
+            close()
+    if tracker is not None:
+        tracker.finish_sweep(result.sweep_id)
+        _mlflow_warning(tracker)
     if as_json:
         click.echo(
             json.dumps(

@@ -1,4 +1,4 @@
-"""``nbprod runs list|show|compare``: the run store of a notebook."""
+"""``nbprod runs list|show|compare|export``: the run store of a notebook."""
 
 from __future__ import annotations
 
@@ -97,3 +97,66 @@ def runs_compare(
         click.echo(json.dumps([r.to_json() for r in records], default=str))
         return
     out.print(comparison_table(records))
+
+
+@runs.command("export")
+@click.argument("run_ids", nargs=-1)
+@click.option("--mlflow", "to_mlflow", is_flag=True, help="Log the runs to MLflow.")
+@click.option("--mlflow-uri", metavar="URI", help="MLflow tracking URI.")
+@click.option(
+    "--mlflow-experiment", metavar="NAME", help="MLflow experiment (default: the notebook's stem)."
+)
+@click.option("--sweep", "sweep_id", help="The runs of this sweep.")
+@click.option("--notebook", type=click.Path(path_type=Path), help="Notebook whose runs to export.")
+@click.option("--store", help="Run store path.")
+@json_flag("Print what became of each run as JSON.")
+def runs_export(
+    run_ids: tuple[str, ...],
+    to_mlflow: bool,
+    mlflow_uri: str | None,
+    mlflow_experiment: str | None,
+    sweep_id: str | None,
+    notebook: Path | None,
+    store: str | None,
+    as_json: bool,
+) -> None:
+    """Log recorded runs to MLflow: RUN_IDS (ids, latest, best:METRIC), the runs of
+    --sweep, or every run (of --notebook). Runs the experiment holds already are
+    skipped, so exporting twice logs nothing twice."""
+    from nbprod.exceptions import RunNotFound, UsageError
+    from nbprod.execution.mlflow import export_runs
+
+    if not to_mlflow:
+        raise UsageError("say where to export the runs", "nbprod runs export --mlflow ...")
+    if run_ids and sweep_id:
+        raise UsageError("give RUN_IDS or --sweep, not both")
+    run_store = _store_for(notebook, store)
+    path = notebook.resolve() if notebook else None
+    if run_ids:
+        records = run_store.compare(list(run_ids), path)
+    else:
+        records = run_store.runs(path, sweep_id=sweep_id)
+    if not records:
+        raise RunNotFound("no runs to export", "nbprod runs --sweep ID lists a sweep's runs")
+    trackers = export_runs(
+        records, run_store, tracking_uri=mlflow_uri, experiment=mlflow_experiment
+    )
+    rows = [
+        {**vars(outcome), "experiment": tracker.experiment, "tracking_uri": tracker.tracking_uri}
+        for tracker in trackers
+        for outcome in tracker.outcomes
+    ]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        into = f"MLflow run {row['mlflow_run_id']}" if row["mlflow_run_id"] else ""
+        out.print(f"{row['run_id']}: {row['outcome']} {into}".rstrip(), markup=False)
+    for tracker in trackers:
+        counts = [o.outcome for o in tracker.outcomes]
+        out.print(
+            f"{counts.count('logged')} logged, {counts.count('already logged')} already logged, "
+            f"{counts.count('not finished')} not finished: experiment {tracker.experiment!r} "
+            f"at {tracker.tracking_uri}",
+            markup=False,
+        )

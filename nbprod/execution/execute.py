@@ -327,7 +327,7 @@ def _execute(
             **engine_options,
         )
     except PapermillExecutionError as error:
-        executed = _strip_output(output)
+        executed = _strip_output(output, notebook.path)
         # papermill fails a run on any error output, even one nbclient allowed: a cell
         # tagged raises-exception is expected to raise, and the run went on past it
         if executed is None or executed.metadata.get("nbprod_failing") is not None:
@@ -356,7 +356,7 @@ def _execute(
         raise ExecutionFailed(
             message, hint, cell=number, role=cell.role if cell else None
         ) from None
-    _strip_output(output)
+    _strip_output(output, notebook.path)
 
 
 def _declared_kernel(notebook: Notebook) -> str:
@@ -390,10 +390,14 @@ def run_budget(seconds: float, per_cell: float | None = None) -> Any:
     return cell_timeout
 
 
-def _strip_output(output: Path) -> nbformat.NotebookNode | None:
+def _strip_output(output: Path, source: Path) -> nbformat.NotebookNode | None:
+    """The executed notebook without nbprod's cells, naming its source as papermill
+    does (papermill was handed the instrumented notebook itself, not its path)."""
     if not output.is_file():
         return None
     executed = nbformat.read(str(output), as_version=4)
+    if isinstance(executed.metadata.get("papermill"), dict):
+        executed.metadata.papermill["input_path"] = str(source)
     failing = failing_cell(executed)
     executed.cells = [
         c for c in executed.cells if PAPERMILL_MARKER not in c.metadata.get("tags", [])

@@ -12,12 +12,13 @@ import io
 import multiprocessing
 import os
 import signal
+import sys
 import tarfile
 import tempfile
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from nbprod.exceptions import Cancelled, NbprodError, UsageError
 from nbprod.execution.kernels import kill_kernels_of
@@ -98,38 +99,66 @@ class LocalExecutor:
         self.fork = fork
         self.log = log
         self.preload = preload  # the fork server's imports (default: from the notebook)
+        self._server: Any = None  # the ForkServer this executor started
+        self._stderr: IO[bytes] | None = None
+        self._pool: futures.ProcessPoolExecutor | None = None
+
+    def start(self, notebook: str, sweep_id: str, runs: int) -> None:
+        """Get ready for ``runs`` runs: start the fork server (it imports the notebook's
+        modules without being waited for) and the worker processes, so that both work
+        while the caller checks the notebook and records the runs. ``run`` starts what
+        nobody started, and stops everything once the runs are over."""
+        try:
+            if self.fork and not self.fork_socket and self._server is None:
+                from nbprod.execution.forkserver.handle import ForkServer
+                from nbprod.execution.sweep import preload_modules
+
+                log = self.log or Path(tempfile.gettempdir()) / f"nbprod-{sweep_id}.log"
+                self._stderr = log.open("ab")
+                preload = self.preload or preload_modules(notebook)
+                self._server = ForkServer(preload, stderr=self._stderr).start(wait=False)
+            if self._pool is None:
+                self._pool = _worker_pool(min(self.workers, runs) or 1)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the fork server (it kills its kernels) and the workers."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def run(self, specs: list[RunSpec], report: EventHandler) -> None:
-        if self.fork_socket or not self.fork or not specs:
-            self._run(specs, report)
+        if not specs:
             return
-        from nbprod.execution.forkserver.handle import ForkServer
-        from nbprod.execution.sweep import preload_modules
+        try:
+            self.start(specs[0].notebook, specs[0].sweep_id, len(specs))
+            socket = self.fork_socket or (self._server.socket_path if self._server else None)
+            assert self._pool is not None
+            self._run(self._pool, specs, socket, report)
+        finally:
+            self.close()
 
-        log = self.log or Path(tempfile.gettempdir()) / f"nbprod-{specs[0].sweep_id}.log"
-        with log.open("ab") as stderr:
-            preload = self.preload or preload_modules(specs[0].notebook)
-            server = ForkServer(preload, stderr=stderr)
-            with server.start(wait=False):
-                self.fork_socket = server.socket_path
-                try:
-                    self._run(specs, report)
-                finally:
-                    self.fork_socket = None
-
-    def _run(self, specs: list[RunSpec], report: EventHandler) -> None:
-        context = multiprocessing.get_context("spawn")
-        pool = futures.ProcessPoolExecutor(
-            max_workers=min(self.workers, len(specs)) or 1,
-            mp_context=context,
-            initializer=_worker_init,
-        )
-        pending = {pool.submit(_run_in_worker, spec, self.fork_socket): spec for spec in specs}
+    def _run(
+        self,
+        pool: futures.ProcessPoolExecutor,
+        specs: list[RunSpec],
+        fork_socket: str | None,
+        report: EventHandler,
+    ) -> None:
+        pending = {pool.submit(_run_in_worker, spec, fork_socket): spec for spec in specs}
         started: set[str] = set()
         try:
             waiting = set(pending)
             while waiting:
-                done, waiting = futures.wait(waiting, timeout=0.5)
+                done, waiting = futures.wait(waiting, 0.5, futures.FIRST_COMPLETED)
                 for future in list(waiting):
                     spec = pending[future]
                     if future.running() and spec.run_id not in started:
@@ -149,6 +178,23 @@ class LocalExecutor:
                 process.join(timeout=10)
             raise
         pool.shutdown(wait=True)
+
+
+def _worker_pool(workers: int) -> futures.ProcessPoolExecutor:
+    """``workers`` processes, started now. On Linux they are forks of this process after
+    it imported what a run needs (papermill, nbclient), so they start in milliseconds and
+    exit without an interpreter's shutdown; elsewhere each starts a new interpreter."""
+    if sys.platform == "linux":
+        import papermill  # noqa: F401  (the workers inherit it)
+
+        import nbprod.execution.execute  # noqa: F401
+
+        context = multiprocessing.get_context("fork")
+    else:
+        context = multiprocessing.get_context("spawn")
+    pool = futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init)
+    pool.submit(int)  # starts the workers: with fork, before any thread of the pool's
+    return pool
 
 
 def _finished(spec: RunSpec, future: futures.Future[RunRecord]) -> RunEvent:

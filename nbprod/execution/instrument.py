@@ -8,7 +8,6 @@ notebook, so what is kept looks like the user's notebook with outputs.
 from __future__ import annotations
 
 import copy
-import json
 
 import nbformat
 from nbformat.v4 import new_code_cell
@@ -102,24 +101,10 @@ def _injected(source: str) -> nbformat.NotebookNode:
 
 
 def _setup(run_dir: str, package_module: str, modules: tuple[str, ...] = runtime.KERNEL) -> str:
-    # The runtime modules become the package ``_nbprod`` (so that ``artifacts`` can import
-    # ``from . import _formats`` as it does in a generated package), each also reachable as
-    # ``_nbprod_<name>`` (``nbprod.log_metric`` finds the recorder at ``_nbprod_capture``).
-    sources = {name: runtime.source(name) for name in modules}
     return f"""\
+{runtime.loader(modules)}
 def __nbprod_setup():
-    import sys, types
-    package = types.ModuleType("_nbprod")
-    package.__path__ = []
-    sys.modules["_nbprod"] = package
-    modules = {{}}
-    for name, source in {json.dumps(sources)}.items():
-        module = types.ModuleType("_nbprod." + name)
-        module.__package__ = "_nbprod"
-        sys.modules[module.__name__] = sys.modules["_nbprod_" + name.lstrip("_")] = module
-        setattr(package, name, module)
-        exec(compile(source, "<nbprod " + name + ">", "exec"), module.__dict__)
-        modules[name] = module
+    modules = __nbprod_load()
     return modules["capture"].Recorder(
         {run_dir!r},
         {package_module!r},
@@ -128,5 +113,5 @@ def __nbprod_setup():
         modules.get("schema"),
     )
 {RECORDER} = __nbprod_setup()
-del __nbprod_setup
+del __nbprod_setup, __nbprod_load
 """

@@ -215,12 +215,15 @@ def run_sweep(
     on_event: EventHandler | None = None,
     *,
     package: str | None = None,
+    on_recorded: Callable[[RunRecord], None] | None = None,
 ) -> SweepResult:
     """Run every spec; record queued and cancelled runs; return all the runs' records.
 
     Ctrl-C (KeyboardInterrupt) or Cancelled stops the executor, marks the runs that had
     not finished as cancelled, and is raised again as Cancelled. ``package``, the
     notebook's package name, is read from the notebook when the caller does not hand it.
+    ``on_recorded`` gets each run's stored record as soon as the run has ended (an
+    observer such as the MLflow tracker; it must not raise).
     """
     if not specs:
         raise UsageError("the sweep has no runs")
@@ -247,6 +250,8 @@ def run_sweep(
     def report(event: RunEvent) -> None:
         if event.status == "failed" and event.record is None:
             store.mark([event.run_id], "failed", event.error or "the run failed")
+        if on_recorded is not None and event.status in ("succeeded", "failed", "cancelled"):
+            on_recorded(store.get(event.run_id))
         if on_event is not None:
             on_event(event)
 

@@ -44,6 +44,7 @@ __all__ = [
     "MissingFormat",
     "UnsupportedArtifact",
     "atomic",
+    "distributions",
     "formats",
     "load_artifacts",
     "read_manifest",
@@ -89,7 +90,7 @@ def save_artifacts(
         # installed distribution provides (not the standard library, not the notebook's code)
         own = tuple(getattr(chosen, "requires", ()))
         named = {*own, *fields.pop("requires", ())}
-        requires = sorted(m for m in named if m in own or _distributions(m))
+        requires = sorted(m for m in named if m in own or distributions(m))
         entries[name] = {
             **fields,
             "file": path.name,
@@ -194,17 +195,39 @@ def _unsupported(
     )
 
 
+# {top-level module: [distributions]}, read once per process: reading it scans every
+# installed distribution's files (a tenth of a second and more). A kernel forked from
+# nbprod's fork server inherits the server's map, read by another pid.
 _DISTRIBUTIONS: dict[str, list[str]] = {}
+_READ_BY: list[int] = []
 
 
-def _distributions(module: str) -> list[str]:
+def distributions(module: str) -> list[str]:
     """The installed distributions that provide a top-level module (none for the standard
     library or the notebook's own code)."""
     import importlib.metadata as metadata
+    import os
 
-    if not _DISTRIBUTIONS:
+    if module in sys.stdlib_module_names:
+        return []
+    if not _DISTRIBUTIONS or (module not in _DISTRIBUTIONS and _installed_since(module)):
+        _DISTRIBUTIONS.clear()
         _DISTRIBUTIONS.update(metadata.packages_distributions())
-    return [] if module in sys.stdlib_module_names else _DISTRIBUTIONS.get(module, [])
+        _READ_BY.append(os.getpid())
+    return _DISTRIBUTIONS.get(module, [])
+
+
+def _installed_since(module: str) -> bool:
+    """Whether ``module``, missing from a map another process read, was loaded from
+    site-packages: the notebook installed it since (``%pip install``)."""
+    import os
+    import sysconfig
+
+    file = getattr(sys.modules.get(module), "__file__", None)
+    if os.getpid() in _READ_BY or not isinstance(file, str):
+        return False
+    roots = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    return any(Path(file).resolve().is_relative_to(Path(root).resolve()) for root in roots)
 
 
 def _versions(modules: Iterable[str]) -> dict[str, str]:
@@ -213,7 +236,7 @@ def _versions(modules: Iterable[str]) -> dict[str, str]:
 
     found: dict[str, str] = {}
     for module in modules:
-        for distribution in _distributions(module):
+        for distribution in distributions(module):
             try:
                 found[distribution] = metadata.version(distribution)
             except metadata.PackageNotFoundError:

@@ -176,10 +176,9 @@ class Recorder:
         import importlib.metadata as metadata
         import platform
 
-        providers = metadata.packages_distributions()
         packages: dict[str, str] = {}
         for module in [*modules, "skops", "numpy", "pandas", "pyarrow"]:
-            for distribution in providers.get(module, []):
+            for distribution in self.artifacts.distributions(module):
                 try:
                     packages[distribution] = metadata.version(distribution)
                 except metadata.PackageNotFoundError:
@@ -283,29 +282,10 @@ class Recorder:
         notebook added): the package vendors them, never depends on them by name. Their
         functions and classes are re-pointed to where the package keeps them, so an
         artifact that refers to one finds it there."""
-        import importlib.metadata as metadata
         import sys
-        import sysconfig
 
-        installed = set(metadata.packages_distributions())
-        system = {Path(p).resolve() for p in sysconfig.get_paths().values() if p}
-        system |= {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}
-        here = Path.cwd().resolve()  # the notebook's folder: Jupyter runs it there
-        local: dict[str, str] = {}
-        for name, module in list(sys.modules.items()):
-            file = getattr(module, "__file__", None)
-            top = name.split(".")[0]
-            if not file or not file.endswith(".py") or name == "__main__":
-                continue
-            if top.startswith("_nbprod") or top in sys.stdlib_module_names:
-                continue
-            path = Path(file).resolve()
-            if any(path.is_relative_to(root) for root in system) or not path.is_file():
-                continue
-            # an editable install lies outside site-packages too, but is a distribution
-            if top in installed and not path.is_relative_to(here):
-                continue
-            local[name] = str(path)
+        # the notebook's folder: Jupyter runs it there
+        local = local_modules(Path.cwd().resolve(), self.artifacts.distributions)
         package = self.package_module.rsplit(".", 1)[0]
         for name in local:
             module = sys.modules[name]
@@ -358,6 +338,48 @@ class Recorder:
     def _write_json(self, name: str, data: Any) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / name).write_text(json.dumps(data, indent=1))
+
+
+# Files of loaded modules found under the interpreter's own folders (the standard
+# library, site-packages): a fork server fills it once, so each kernel it forks only
+# looks at what the notebook imported since.
+_SYSTEM_FILES: set[str] = set()
+
+
+def local_modules(here: Path, distributions: Any) -> dict[str, str]:
+    """{module name: file} of the loaded modules that are the notebook's own code: not
+    the standard library, not under the interpreter's folders, and not provided by an
+    installed distribution (an editable install outside ``here`` is one)."""
+    import sys
+    import sysconfig
+
+    system = {Path(p).resolve() for p in sysconfig.get_paths().values() if p}
+    system |= {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}
+    local: dict[str, str] = {}
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        top = name.split(".")[0]
+        if not isinstance(file, str) or not file.endswith(".py") or name == "__main__":
+            continue
+        if file in _SYSTEM_FILES or top.startswith("_nbprod") or top in sys.stdlib_module_names:
+            continue
+        path = Path(file).resolve()
+        if any(path.is_relative_to(root) for root in system):
+            _SYSTEM_FILES.add(file)
+            continue
+        if not path.is_file():
+            continue
+        if distributions(top) and not path.is_relative_to(here):
+            continue
+        local[name] = str(path)
+    return local
+
+
+def warm(distributions: Any) -> None:
+    """What every run would look up again, looked up once by a fork server before it
+    forks kernels: the installed distributions and the files of the modules it loaded."""
+    distributions("numpy")
+    local_modules(Path.cwd().resolve(), distributions)
 
 
 def _functions_in(values: list[Any], limit: int = 100_000) -> list[Any]:

@@ -160,7 +160,8 @@ def artifacts(items: list[dict[str, Any]]) -> str:
 
 def runs(rows: list[dict[str, Any]], metric: str | None, declared: Sequence[str] = ()) -> str:
     """The runs table: status, parameters (in the notebook's order), metrics (the sorted
-    one marked), seconds; under a failed run its error and executed notebook."""
+    one marked), seconds; under a failed run its error and executed notebook; under the
+    table why the runs marked not extractable are."""
     if not rows:
         return muted("no runs yet")
     seen = dict.fromkeys(name for row in rows for name in row["parameters"])
@@ -189,7 +190,7 @@ def runs(rows: list[dict[str, Any]], metric: str | None, declared: Sequence[str]
             + "</tr>"
             + (run_error(row, len(cells)) if row.get("error") else "")
         )
-    return table(headers, [], "runs", "".join(body))
+    return table(headers, [], "runs", "".join(body)) + not_extractable_reasons(rows)
 
 
 def status(text: str) -> str:
@@ -203,6 +204,55 @@ def not_extractable(reasons: Sequence[str]) -> str:
         return ""
     shown = esc("\n".join(reasons))
     return f' <span data-nbprod="not-extractable" title="{shown}">· not extractable</span>'
+
+
+SHOWN_REASONS = 3  # the rest are in the check tab, or on hover
+
+
+def _reasons(items: Sequence[str], hover: str) -> str:
+    shown = "".join(f"<li>{esc(item)}</li>" for item in items[:SHOWN_REASONS])
+    more = len(items) - SHOWN_REASONS
+    if more > 0:
+        shown += f'<li title="{esc(hover)}">and {more} more</li>'
+    return f'<ul style="margin: 2px 0; padding-left: 1.5em; white-space: pre-wrap">{shown}</ul>'
+
+
+def not_extractable_note(problems: Sequence[dict[str, Any]]) -> str:
+    """By the sweep's Start: a notebook with check problems runs, but its runs will be
+    recorded as not extractable; the first problems say why."""
+    if not problems:
+        return ""
+    lines = [f"{where(p)}: {p['message']}" if where(p) else p["message"] for p in problems]
+    return (
+        f'<div data-nbprod="not-extractable-note" style="{MUTED}">The runs will be recorded '
+        "as <b>not extractable</b>: extract and publish refuse them until the check is ok."
+        f"{_reasons(lines, 'see the check tab')}</div>"
+    )
+
+
+def not_extractable_reasons(rows: Sequence[dict[str, Any]]) -> str:
+    """Under the runs table, why the marked runs are not extractable: once per distinct
+    list of reasons (a sweep's runs share theirs; a row each would repeat them)."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for row in rows:
+        if row.get("not_extractable"):
+            groups.setdefault(tuple(row["not_extractable"]), []).append(row["id"])
+    parts = []
+    for reasons, ids in groups.items():
+        if len(ids) == len(rows):
+            who = "this run" if len(ids) == 1 else f"all {len(ids)} runs"
+        else:
+            more = f" and {len(ids) - 4} more" if len(ids) > 4 else ""
+            who = f"run{'s' * (len(ids) != 1)} {', '.join(ids[:4])}{more}"
+        them, they = ("it", "it") if len(ids) == 1 else ("them", "they")
+        problem = "this problem" if len(reasons) == 1 else "these problems"
+        parts.append(
+            f'<div data-nbprod="not-extractable-reasons" data-runs="{esc(" ".join(ids))}">'
+            f"<b>not extractable</b>: {esc(who)} (extract and publish refuse {them}); the "
+            f"notebook had {problem} when {they} ran:{_reasons(reasons, chr(10).join(reasons))}"
+            "</div>"
+        )
+    return "".join(parts)
 
 
 def run_error(row: dict[str, Any], width: int) -> str:

@@ -87,7 +87,8 @@ class _JobTab:
 
 class SweepTab(_JobTab):
     """A form from the parameters cell (``V1,V2`` is an axis, as ``nbprod run -p``), the
-    sweep's live progress, Start and Cancel."""
+    sweep's live progress, Start and Cancel. A notebook with check problems is swept
+    too, told that its runs will not be extractable, and why."""
 
     def __init__(self, panel: Panel) -> None:
         self.panel = panel
@@ -101,6 +102,7 @@ class SweepTab(_JobTab):
         self.smoke = widgets.Checkbox(description="smoke parameters", indent=False)
         self.smoke.observe(self._smoke_toggled, names="value")
         self.planned = widgets.HTML()
+        self.not_extractable = widgets.HTML()  # why its runs will not be extractable, if so
         self.start = widgets.Button(description="Start", icon="play", button_style="primary")
         self.cancel = widgets.Button(
             description="Cancel", icon="stop", button_style="warning", disabled=True
@@ -119,6 +121,7 @@ class SweepTab(_JobTab):
                 widgets.HTML(hint),
                 self.form,
                 widgets.HBox([self.workers, self.smoke]),
+                self.not_extractable,
                 widgets.HBox([self.start, self.cancel, self.planned]),
                 widgets.HBox([self.progress, self.status]),
                 self.messages.widget,
@@ -143,9 +146,13 @@ class SweepTab(_JobTab):
         typed in fields that are still there."""
         typed = {n: f.value for n, f in self.fields.items() if f.value.strip() != self.baseline(n)}
         self.defaults, self.smoke_values = {}, {}
+        self.not_extractable.value = ""
         with self.messages.catching():
             notebook = load_notebook(_notebook(self.panel))
-            parameters = analyze(notebook).to_json()["parameters"]
+            analysis = analyze(notebook).to_json()
+            parameters = analysis["parameters"]
+            # Any notebook runs, as papermill runs it: say up front what its runs will be.
+            self.not_extractable.value = render.not_extractable_note(analysis["problems"])
             self.defaults = {name: repr(p["value"]) for name, p in parameters.items()}
             self.smoke_values = {
                 name: repr(v) for name, v in notebook.settings.smoke.items() if name in parameters
@@ -182,7 +189,7 @@ class SweepTab(_JobTab):
     def clear(self) -> None:
         self.defaults, self.smoke_values, self.fields = {}, {}, {}
         self.form.children = []
-        self.planned.value = ""
+        self.planned.value = self.not_extractable.value = ""
 
     def axes(self) -> dict[str, list[Any]]:
         """The fields changed from their baseline, each parsed as ``nbprod run -p`` does."""

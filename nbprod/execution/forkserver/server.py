@@ -45,8 +45,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from nbprod.execution.forkserver.preload import (
+    KernelImports,
     import_all,
-    learn_kernel_imports,
+    load_runtime,
     restore_thread_limits,
     thread_pools,
 )
@@ -515,9 +516,15 @@ def main(argv: list[str] | None = None) -> None:
     listener.listen(64)
     os.rename(args.socket + ".binding", args.socket)
     import_all(["ipykernel.kernelapp", "ipykernel.ipkernel"])
-    import_all(learn_kernel_imports(folder, args.ready_timeout))
+    # The throw-away kernel learns what kernels import while this process imports the
+    # notebook's modules: two cores, two things at once.
+    learning = KernelImports(folder)
     failed = import_all(preload)
+    import_all(learning.result(args.ready_timeout))
     imported = [name for name in preload if name not in failed]
+    runtime_error = load_runtime()
+    if runtime_error is not None:
+        failed["nbprod runtime"] = runtime_error
     # threadpoolctl is the server's tool, not the notebook's: a kernel must not inherit
     # what importing it put in os.environ (KMP_DUPLICATE_LIB_OK).
     before = set(os.environ)
