@@ -69,6 +69,8 @@ class Settings:
     inputs: tuple[str, ...] = ()
     artifacts: tuple[str, ...] = ()
     kernel: str | None = None
+    # Drift thresholds of the package's ``monitor``: {"defaults": {...}, "columns": {...}}
+    monitor: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -436,7 +438,63 @@ def _settings(raw: dict[str, Any]) -> Settings:
         inputs=tuple(meta.get("inputs") or ()),
         artifacts=tuple(meta.get("artifacts") or ()),
         kernel=meta.get("kernel") or None,
+        monitor=_monitor_settings(meta.get("monitor")),
     )
+
+
+# The thresholds ``metadata.nbprod.monitor`` may set (nbprod/runtime/monitor.py DEFAULTS).
+MONITOR_THRESHOLDS = (
+    "psi",
+    "ks",
+    "js",
+    "null_rate",
+    "out_of_range",
+    "unseen",
+    "rejections",
+    "p_value",
+)
+
+
+def _monitor_settings(monitor: Any) -> dict[str, Any]:
+    """``metadata.nbprod.monitor`` checked: ``{"defaults": {NAME: number}, "columns":
+    {COLUMN: {NAME: number}}}``, each NAME one of ``MONITOR_THRESHOLDS``."""
+    example = 'e.g. "monitor": {"defaults": {"psi": 0.25}, "columns": {"age": {"null_rate": 0.1}}}'
+    if monitor is None:
+        return {}
+    if not isinstance(monitor, dict):
+        raise NotebookFileError(
+            f"metadata.nbprod.monitor must be an object, not {_kind(monitor)}", example
+        )
+    for key in monitor:
+        if key not in ("defaults", "columns"):
+            raise NotebookFileError(
+                f"metadata.nbprod.monitor has an unknown key {_shown(key)}", example
+            )
+    columns = monitor.get("columns") or {}
+    if not isinstance(columns, dict):
+        raise NotebookFileError(
+            f"metadata.nbprod.monitor.columns must be an object, not {_kind(columns)}", example
+        )
+    groups = [("defaults", monitor.get("defaults") or {})]
+    groups += [(f"columns.{name}", limits) for name, limits in columns.items()]
+    for where, limits in groups:
+        if not isinstance(limits, dict):
+            raise NotebookFileError(
+                f"metadata.nbprod.monitor.{where} must be an object, not {_kind(limits)}", example
+            )
+        for key, value in limits.items():
+            if key not in MONITOR_THRESHOLDS:
+                raise NotebookFileError(
+                    f"metadata.nbprod.monitor.{where} has an unknown threshold {_shown(key)}",
+                    f"use {', '.join(MONITOR_THRESHOLDS)}",
+                )
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise NotebookFileError(
+                    f"metadata.nbprod.monitor.{where}.{key} must be a number >= 0, "
+                    f"not {_shown(value)}",
+                    example,
+                )
+    return monitor
 
 
 def declared_kernel(metadata: Any) -> tuple[str, str]:

@@ -39,7 +39,16 @@ def test_the_cli_keeps_its_commands() -> None:
 
     from nbprod.cli import main
 
-    assert sorted(main.commands) == ["check", "ci", "extract", "publish", "run", "runs", "test"]
+    assert sorted(main.commands) == [
+        "check",
+        "ci",
+        "extract",
+        "monitor",
+        "publish",
+        "run",
+        "runs",
+        "test",
+    ]
     runs = main.commands["runs"]
     assert isinstance(runs, click.Group)
     assert sorted(runs.commands) == ["compare", "export", "list", "show"]

@@ -6,7 +6,7 @@ failed, 2 usage or file errors. Tracebacks are shown only with ``--debug``. With
 (background jobs read it).
 
 Each command group lives in a module of its own (``run``, ``package``, ``runs``,
-``check``, ``test``, ``ci``) and imports only ``common``; this module builds the
+``check``, ``test``, ``ci``, ``monitor``) and imports only ``common``; this module builds the
 group from them, so no command module imports it back.
 """
 
@@ -20,6 +20,7 @@ from nbprod import __version__
 from nbprod.cli.check import check
 from nbprod.cli.ci import ci
 from nbprod.cli.common import NbprodGroup
+from nbprod.cli.monitor import monitor
 from nbprod.cli.package import extract, publish
 from nbprod.cli.run import run
 from nbprod.cli.runs import runs
@@ -44,7 +45,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-for command in (run, extract, publish, runs, check, test, ci):
+for command in (run, extract, publish, runs, check, test, ci, monitor):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -456,3 +456,21 @@ def _collect(folder: Path, record: RunRecord) -> None:
     notes = folder / "notes.json"
     if notes.is_file():
         record.notes = json.loads(notes.read_text(encoding="utf-8"))
+    if record.extractable and (folder / "parity" / "parity.json").is_file():
+        _write_profile(folder, record)
+
+
+def _write_profile(folder: Path, record: RunRecord) -> None:
+    """The training profile of the recorded calls (``profile.json``), the reference of
+    the package's drift checks; a value it cannot summarise leaves a note, never a
+    failed run."""
+    from nbprod.runtime import _profile  # pandas: imported only when a run ends
+    from nbprod.runtime.values import decode
+
+    parity = folder / "parity"
+    try:
+        calls = json.loads((parity / "parity.json").read_text(encoding="utf-8"))
+        profile = _profile.from_parity(calls, lambda stored: decode(stored, parity))
+        (folder / "profile.json").write_text(json.dumps(profile, indent=1), encoding="utf-8")
+    except Exception as error:  # the profile serves monitoring; the run stands without it
+        record.notes.append(f"no training profile: {error}")

@@ -18,8 +18,9 @@ EXACT = frozenset({"scikit-learn", "skops"})
 # What every generated package needs whatever the notebook imports.
 BASE = ("numpy", "pandas", "skops")
 TEST_ONLY = ("pyarrow",)
-# `<pkg> serve` (the extra "serve") and Parquet batch files (the extra "parquet").
-SERVE = ("starlette>=0.37", "uvicorn>=0.30")
+# `<pkg> serve` (the extra "serve": its GET /metrics too) and Parquet batch files and
+# prediction logs (the extra "parquet").
+SERVE = ("starlette>=0.37", "uvicorn>=0.30", "prometheus_client>=0.20")
 HTTP_TESTS = ("httpx>=0.27",)
 # Distributions that are part of the notebook tool chain, never of a model's runtime.
 NOTEBOOK_ONLY = frozenset({"ipython", "ipykernel", "matplotlib-inline", "nbprod", "papermill"})

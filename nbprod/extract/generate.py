@@ -25,6 +25,7 @@ from nbprod.analysis.analyzer import Analysis, analyze
 from nbprod.exceptions import CheckFailed, NotExtractable, OutputExists, UsageError
 from nbprod.extract.code import PipelineCode, add_lambdas, indent, lambda_homes, pipeline_code
 from nbprod.extract.dependencies import SERVE, parquet_pin, pins
+from nbprod.extract.profile_card import profile_summary, write_profile_images
 from nbprod.extract.vendor import copy_modules, local_modules, rewrite_imports
 from nbprod.extract.verify import WarmProbe, interpreter, verify_package
 from nbprod.notebook import Notebook, load_notebook
@@ -161,11 +162,17 @@ def _render(
     if (run_folder / "fixtures").is_dir():
         shutil.copytree(run_folder / "fixtures", tests / "fixtures")
     copy_modules(vendored, source, package)
-    for module in runtime.PACKAGED:
+    for module in (*runtime.PACKAGED, *runtime.PACKAGE_ONLY):
         target = source / f"_{module.lstrip('_')}.py"
         target.write_text(runtime.source(module), encoding="utf-8")
     schema = _read_json(run_folder / "parity" / "schema.json", None)
     (source / "schema.json").write_text(json.dumps(schema, indent=1), encoding="utf-8")
+    profile = _read_json(run_folder / "profile.json", None)  # None: the run has none
+    (source / "profile.json").write_text(json.dumps(profile, indent=1), encoding="utf-8")
+    for module in runtime.MONITOR:  # `<pkg>.monitor`, public, and its private parts
+        (source / f"{module}.py").write_text(runtime.source(module), encoding="utf-8")
+    monitor = json.dumps(notebook.settings.monitor, indent=1)  # the notebook's thresholds
+    (source / "monitor.json").write_text(monitor, encoding="utf-8")
     data = _read_json(run_folder / "data.json", {})
     version = version or default_version(record)
     context = _context(notebook, analysis, record, code, version, environment)
@@ -173,6 +180,8 @@ def _render(
     context.update(serve_requirements=SERVE, parquet_requirement=parquet_pin(environment))
     context["parity_calls"] = len(parity["calls"])
     context["schema"] = schema
+    context["profile"] = profile
+    context["profile_rows"] = write_profile_images(profile, root)
     context["data"] = data
     context["example_request"] = _example_request(parity, run_folder / "parity", schema)
     test_cells, skipped = _tests(analysis, run_folder)
@@ -187,6 +196,8 @@ def _render(
         source / "cli.py": "cli.py.j2",
         source / "batch.py": "batch.py.j2",
         source / "server.py": "server.py.j2",
+        source / "logs.py": "logs.py.j2",
+        source / "metrics.py": "metrics.py.j2",
         source / "config.py": "config.py.j2",
         tests / "test_parity.py": "test_parity.py.j2",
         tests / "test_notebook.py": "test_notebook.py.j2",
@@ -200,7 +211,7 @@ def _render(
         _TEMPLATES.get_template("pipeline.py.j2").render(**pipeline_context), encoding="utf-8"
     )
     info = _model_info(notebook, analysis, record, version, environment)
-    info.update(input_schema=schema, data=data)
+    info.update(input_schema=schema, data=data, profile=profile_summary(profile))
     (source / "model_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     for path in [source / "pipeline.py", tests / "test_notebook.py"]:
         _check_compiles(path)
