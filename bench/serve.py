@@ -2,9 +2,9 @@
 against a hand-written ceiling and against ``mlflow models serve``.
 
 What it builds, in a temporary folder: the example notebook ``wine_forest`` run once
-(``nbprod run``), extracted (``nbprod extract``) and installed with its ``serve`` extra
-into a clean venv (uv, the shared cache). Then three servers, each one uvicorn worker
-on 127.0.0.1, all given the same single wine record as JSON:
+(``nbprod run``), extracted (``nbprod extract``) and installed with its ``serve`` and
+``parquet`` extras into a clean venv (uv, the shared cache). Then four servers, each one
+uvicorn worker on 127.0.0.1, all given the same single wine record as JSON:
 
 (a) the package's own ``wine-forest serve`` (Starlette: routing, body limit, schema
     check, request id, one log line per request);
@@ -16,7 +16,9 @@ on 127.0.0.1, all given the same single wine record as JSON:
     ``mlflow.sklearn.save_model`` as a scikit-learn pipeline (the notebook's
     ``make_features`` as a FunctionTransformer, then the trained forest) with a signature
     inferred from the recorded input, in its own venv. Skipped, with the reason
-    printed, if MLflow cannot be installed or served here.
+    printed, if MLflow cannot be installed or served here;
+(d) the package's server again, logging every request (``--log-dir``, ``--log-sample
+    1.0``): the cost of the prediction log, which must not slow requests.
 
 The client is the same for every target: Python threads, each with one keep-alive
 ``http.client`` connection, sending the record and reading the answer. Every target is
@@ -26,8 +28,8 @@ target: latency with one connection (requests one after another: p50/p99 are the
 service time), throughput with ``CONNECTIONS`` connections at once (the worker is kept
 busy: requests/s is its capacity), and the CPU time the server's processes used per
 request (from /proc: the overhead that a busy machine does not blur). The ratios
-(a)/(b) (target >= 0.9) and (a)/(c) are the medians of the rounds' ratios. Nothing is
-kept.
+(a)/(b) (target >= 0.9), (a)/(c) and (d)/(a) (target >= 0.95) are the medians of the
+rounds' ratios; (d)'s log files are read back and their records counted. Nothing is kept.
 
 Run from the repository root:  .venv/bin/python bench/serve.py [--requests N] [--rounds R]
 """
@@ -139,7 +141,7 @@ def main() -> None:
     targets: list[Target] = []
     try:
         package_dir, record = build_package(tmp)
-        python = make_venv(tmp / "venv", f"{package_dir}[serve]")
+        python = make_venv(tmp / "venv", f"{package_dir}[serve,parquet]")  # (d) needs pyarrow
         body = json.dumps(record).encode()
         script = tmp / "ceiling.py"
         script.write_text(CEILING.format(package=EXAMPLE), encoding="utf-8")
@@ -149,6 +151,11 @@ def main() -> None:
         mlflow = start_mlflow(tmp, package_dir, record)
         if mlflow is not None:
             targets.append(mlflow)
+        logging_args = ["--log-dir", str(tmp / "logs"), "--log-sample", "1.0", "--port"]
+        logged = start(
+            "(d)", f"{EXAMPLE} serve --log-dir", [str(cli), "serve", *logging_args], body
+        )
+        targets.append(logged)
         for target in targets:
             wait_ready(target)
             target.answer = json.loads(request_once(target))
@@ -163,11 +170,15 @@ def main() -> None:
                 target.rates.append(rate)
                 used = cpu_seconds(target.process.pid) - used
                 target.cpu.append(used / (2 * options.requests))
+        for target in targets:
+            stop(target)  # SIGTERM: (d) flushes its log
+        records = logged_records(tmp / "logs")
     finally:
         for target in targets:
             stop(target)
         shutil.rmtree(tmp, ignore_errors=True)
     report(targets, options.requests, options.rounds)
+    print(f"(d) logged {records} records (one per request it answered, warm-up included)")
 
 
 # -- building ---------------------------------------------------------------------------------
@@ -272,8 +283,18 @@ def wait_ready(target: Target, timeout: float = 180) -> None:
     sys.exit(f"{target.label} {target.name} did not answer within {timeout:.0f} s")
 
 
+def logged_records(folder: Path) -> int:
+    """The records in a prediction log folder's files (all closed after a clean stop)."""
+    import pyarrow.parquet as pq
+
+    left_open = list(folder.glob("*.arrows"))
+    if left_open:
+        sys.exit(f"(d) left {left_open[0].name} open after SIGTERM: its log was not flushed")
+    return sum(pq.read_metadata(path).num_rows for path in folder.glob("*.parquet"))
+
+
 def stop(target: Target) -> None:
-    if target.process is None:
+    if target.process is None or target.process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(target.process.pid, signal.SIGTERM)
@@ -378,6 +399,7 @@ def report(targets: list[Target], requests: int, rounds: int) -> None:
         ratio("(a)", "(c)", by_label, None)
     else:
         print("(a)/(c): mlflow was not measured (see above)")
+    ratio("(d)", "(a)", by_label, 0.95)
 
 
 def ratio(top: str, bottom: str, by_label: dict[str, Target], target: float | None) -> None:
