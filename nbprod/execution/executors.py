@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from nbprod.exceptions import Cancelled, NbprodError, UsageError
 from nbprod.execution.kernels import kill_kernels_of
@@ -100,7 +100,6 @@ class LocalExecutor:
         self.log = log
         self.preload = preload  # the fork server's imports (default: from the notebook)
         self._server: Any = None  # the ForkServer this executor started
-        self._stderr: IO[bytes] | None = None
         self._pool: futures.ProcessPoolExecutor | None = None
 
     def start(self, notebook: str, sweep_id: str, runs: int) -> None:
@@ -114,9 +113,8 @@ class LocalExecutor:
                 from nbprod.execution.sweep import preload_modules
 
                 log = self.log or Path(tempfile.gettempdir()) / f"nbprod-{sweep_id}.log"
-                self._stderr = log.open("ab")
                 preload = self.preload or preload_modules(notebook)
-                self._server = ForkServer(preload, stderr=self._stderr).start(wait=False)
+                self._server = ForkServer(preload, log=log).start(wait=False)
             if self._pool is None:
                 self._pool = _worker_pool(min(self.workers, runs) or 1)
         except BaseException:
@@ -128,9 +126,6 @@ class LocalExecutor:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)

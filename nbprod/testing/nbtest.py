@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from nbprod.analysis.analyzer import analyze
 from nbprod.analysis.facts import Problem
@@ -118,7 +118,6 @@ class Tester:
         self._expected: list[Path] = []
         self._server: ForkServer | None = None
         self._scratch: str | None = None
-        self._log: IO[bytes] | None = None
 
     def __enter__(self) -> Tester:
         return self
@@ -133,9 +132,6 @@ class Tester:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
@@ -345,9 +341,8 @@ class Tester:
                 except NbprodError:
                     continue  # its own stage reports what is wrong with it
             self._scratch = tempfile.mkdtemp(prefix="nbprod-test-")
-            self._log = open(Path(self._scratch) / "forkserver.log", "ab")  # noqa: SIM115
-            server = ForkServer(dict.fromkeys(modules), stderr=self._log)
-            self._server = server.start(wait=False)
+            log = Path(self._scratch) / "forkserver.log"
+            self._server = ForkServer(dict.fromkeys(modules), log=log).start(wait=False)
         return self._server
 
 

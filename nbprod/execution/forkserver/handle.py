@@ -50,11 +50,14 @@ class ForkServer:
         start_timeout: float = START_TIMEOUT,
         ready_timeout: float = READY_TIMEOUT,
         stderr: int | IO[Any] | None = None,
+        log: str | os.PathLike[str] | None = None,
     ) -> None:
         self.preload = list(preload)
         self.start_timeout = start_timeout
         self.ready_timeout = ready_timeout
         self.stderr = stderr  # the server's and its kernels' stderr; default: inherited
+        self.log = log  # or a file they append to, opened by start() and closed by close()
+        self._log_file: IO[bytes] | None = None
         self.socket_path = ""
         self.imported: list[str] = []
         self.failed: dict[str, str] = {}
@@ -98,10 +101,12 @@ class ForkServer:
         ]
         env = {**os.environ, **KERNEL_ENV, **dict.fromkeys(THREAD_VARS, "1"), **SERVER_ENV}
         try:
+            if self.log is not None:
+                self._log_file = open(self.log, "ab")  # noqa: SIM115  (closed by close())
             self._process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
-                stderr=self.stderr,
+                stderr=self._log_file or self.stderr,
                 pass_fds=(write_end,),
                 env=env,
                 cwd=self._folder,
@@ -180,6 +185,9 @@ class ForkServer:
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
 
     def manager_class(self, **options: Any) -> type[ForkKernelManager]:
         """A kernel manager class for papermill that forks its kernels here."""
