@@ -313,12 +313,40 @@ def test_skops_records_the_modules_its_trusted_types_need(
 
 
 def test_an_entry_without_format_is_skops_as_packages_generated_before(tmp_path: Path) -> None:
-    save_artifacts({"columns": ["a", "b"]}, tmp_path)
+    save_artifacts({"columns": ("a", "b")}, tmp_path)  # a tuple: JSON would make it a list
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     entry = manifest["artifacts"]["columns"]
     manifest["artifacts"]["columns"] = {k: entry[k] for k in ("file", "sha256", "type", "trusted")}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    assert load_artifacts(tmp_path) == {"columns": ["a", "b"]}
+    assert load_artifacts(tmp_path) == {"columns": ("a", "b")}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0.35, 7, "label", None, True, ["a", "b"], {"low": [1, 2.5], "name": None}, float("nan")],
+    ids=["float", "int", "str", "none", "bool", "list", "dict", "nan"],
+)
+def test_plain_values_are_json_files_loaded_without_any_library(
+    tmp_path: Path, value: Any
+) -> None:
+    back, entry = round_trip(tmp_path, value)
+    assert entry["format"] == "json" and entry["file"] == "value.json"
+    assert entry["requires"] == []
+    assert type(back) is type(value)
+    assert back == value or (value != value and back != back)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [(1, 2), {1: "a"}, [np.float64(1.0)], np.int64(3)],
+    ids=["tuple", "int-keys", "numpy-in-list", "numpy-scalar"],
+)
+def test_values_json_would_change_are_left_to_the_other_formats(
+    tmp_path: Path, value: Any
+) -> None:
+    back, entry = round_trip(tmp_path, value)
+    assert entry["format"] != "json"
+    assert type(back) is type(value)
 
 
 def test_a_changed_model_file_is_refused_whatever_its_format(
@@ -445,7 +473,7 @@ def test_a_distribution_adds_a_format_through_its_entry_point(tmp_path: Path) ->
     )
     assert saved.returncode == 0, saved.stderr
     entries = json.loads((artifacts / "manifest.json").read_text())["artifacts"]
-    assert entries["ratio"]["format"] == "fraction" and entries["label"]["format"] == "skops"
+    assert entries["ratio"]["format"] == "fraction" and entries["label"]["format"] == "json"
     assert (artifacts / "ratio.fraction").read_text() == "3/4"
     assert entries["ratio"]["distribution"] == {"name": "nbprod-fraction-format", "version": "1.0"}
     assert entries["ratio"]["requires"] == ["nbprod_fraction_format"]
@@ -569,7 +597,7 @@ def test_a_notebook_of_every_framework_ships_a_package_that_passes_its_tests(
         "ols": "statsmodels",
         "city_means": "pandas",
         "regions": "pandas",
-        "features": "skops",
+        "features": "json",
     }
     project = tomllib.loads((package / "pyproject.toml").read_text())["project"]
     runtime = {re.split("[=~]=", pin)[0]: pin for pin in project["dependencies"]}

@@ -57,6 +57,7 @@ def extract(
     version: str | None = None,
     verify: bool = True,
     probe: WarmProbe | None = None,
+    onnx: bool = False,
 ) -> Extracted:
     """Generate the package of run ``run_id`` of the notebook into ``output``.
 
@@ -64,6 +65,10 @@ def extract(
     its parity record replayed in a fresh process without nbprod (``verify``; in
     ``probe`` when one was started ahead): a package that would not work is never
     written (``PackageBroken``).
+
+    With ``onnx``, each artifact a converter handles is also shipped as ONNX, and used
+    by the package when the converted form predicts what the notebook did
+    (``extract.onnx``).
     """
     output = Path(output).resolve()
     if output.exists() and not force:

@@ -16,7 +16,7 @@ PACKAGED = ("values", "_formats", "artifacts", "schema")
 KERNEL = (*PACKAGED, "capture")
 # Carried by generated packages only: a kernel has no use for them, and each module a
 # kernel loads would change the fork server's digest and cost every run its import.
-PACKAGE_ONLY = ("_profile",)
+PACKAGE_ONLY = ("_profile", "_onnx")
 # Copied under their own names: ``<pkg>.monitor`` (drift against the profile) is public.
 MONITOR = ("monitor", "_monitor_drift", "_monitor_html")
 

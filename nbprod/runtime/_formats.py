@@ -2,9 +2,9 @@
 
 ``Format`` (the interface a distribution implements to add one through the
 ``nbprod.artifact_formats`` entry-point group), the formats in the order they are tried
-(``BUILTIN``: numpy, pandas as Arrow, scipy.sparse, xgboost UBJ, LightGBM model text,
-CatBoost, statsmodels without its data, skops last), ``atomic`` writes, and the errors a
-format raises. ``artifacts`` (the manifest, saving and loading) imports this module;
+(``BUILTIN``: plain values as JSON, numpy, pandas as Arrow, scipy.sparse, xgboost UBJ,
+LightGBM model text, CatBoost, statsmodels without its data, skops last), ``atomic``
+writes, and the errors a format raises. ``artifacts`` (the manifest, saving and loading) imports this module;
 its name has the underscore it has in a generated package, where the two files are
 copied side by side as ``_artifacts.py`` and ``_formats.py``.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import copy
+import hashlib
 import json
 import os
 import sys
@@ -75,6 +76,14 @@ class Format(abc.ABC):
         """See the class docstring."""
 
 
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write`` on a temporary file beside ``path`` (same suffix), then move it there."""
     handle, temporary = tempfile.mkstemp(
@@ -96,6 +105,37 @@ def atomic_bytes(path: Path, data: bytes) -> None:
 def _imported(module: str) -> Any:
     """The module if the process imported it: a value of its types cannot exist otherwise."""
     return sys.modules.get(module)
+
+
+class Json(Format):
+    """Plain values (numbers, strings, booleans, None, and lists and string-keyed dicts of
+    them) as JSON: readable, and loaded without importing any library. A value JSON would
+    give back changed (a tuple, a float subclass) is left to the formats after this one."""
+
+    name, suffix, requires = "json", ".json", ()
+
+    def handles(self, value: Any) -> bool:
+        return _plain_json(value)
+
+    def save(self, value: Any, path: Path) -> dict[str, Any]:
+        text = json.dumps(value, indent=1)
+        if json.dumps(json.loads(text), indent=1) != text:
+            raise UnsupportedArtifact(f"its JSON form {text[:80]!r} reads back as another value")
+        atomic_bytes(path, text.encode())
+        return {}
+
+    def load(self, path: Path, entry: Mapping[str, Any]) -> Any:
+        return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _plain_json(value: Any) -> bool:
+    if value is None or type(value) in (bool, int, float, str):
+        return True
+    if type(value) is list:
+        return all(_plain_json(v) for v in value)
+    if type(value) is dict:
+        return all(type(k) is str and _plain_json(v) for k, v in value.items())
+    return False
 
 
 class Numpy(Format):
@@ -359,6 +399,7 @@ class Statsmodels(Skops):
 
 
 BUILTIN: list[Format] = [
+    Json(),
     Numpy(),
     Pandas(),
     Sparse(),

@@ -1,7 +1,7 @@
 """Save and load the artifacts that cross from training to prediction.
 
 Each artifact is saved by the first *format* that handles its value, one file per
-artifact: numpy arrays as ``.npy``, pandas frames and series as Arrow (Feather),
+artifact: plain values (numbers, strings, lists, dicts) as JSON, numpy arrays as ``.npy``, pandas frames and series as Arrow (Feather),
 scipy sparse matrices as ``.npz``, xgboost, lightgbm and catboost models in their own
 model files, statsmodels results and everything else with skops. No format pickles.
 Distributions add formats through the entry-point group ``nbprod.artifact_formats``;
@@ -19,7 +19,6 @@ checks the hash first: a file changed after training is refused. An entry withou
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,6 +35,7 @@ from ._formats import (
     atomic,
     atomic_bytes,
     qualified_name,
+    sha256,
 )
 
 __all__ = [
@@ -57,14 +57,6 @@ MANIFEST = "manifest.json"
 
 class MissingFormat(ImportError):
     """A manifest names a format that neither nbprod nor an installed distribution provides."""
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_artifacts(

@@ -1,0 +1,174 @@
+"""A converted model run by ONNX Runtime, behind the methods the inference code calls.
+
+``nbprod extract --onnx`` converts each model artifact it can and records, in the
+artifact's manifest entry under ``onnx``, what the adapter needs: the files and their
+SHA-256, how the input becomes the graph's inputs, and per method (``predict``,
+``predict_proba``, ``decision_function``, ``transform``) which output answers it and how
+it is shaped and typed to look like scikit-learn's answer. Fitted attributes the
+inference code read (``classes_``) and what methods it called without arguments
+returned (``get_feature_names_out()``) are kept as constants.
+
+Copied into generated packages as ``_onnx.py``; it imports numpy, and onnxruntime when a
+model is loaded, never scikit-learn or skops. Like every artifact file, an ``.onnx``
+file whose hash differs from the one recorded at extract is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._formats import ArtifactIntegrityError, sha256
+
+METHODS = ("predict", "predict_proba", "decision_function", "transform")
+# Parity of the ONNX path: ONNX Runtime computes in float32 where scikit-learn uses
+# float64, so floats must agree to this (labels and integers exactly).
+TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
+
+
+def load(folder: Path, artifact: str, spec: Mapping[str, Any]) -> OnnxModel:
+    """The adapter of ``artifact``, after checking every file's hash against ``spec``."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # warnings about unused initializers are not the user's
+    sessions: dict[str, Any] = {}
+    for file, recorded in spec["files"].items():
+        path = folder / file
+        if not path.is_file():
+            raise ArtifactIntegrityError(f"artifact file {path} is missing")
+        actual = sha256(path)
+        if actual != recorded:
+            raise ArtifactIntegrityError(
+                f"artifact {artifact!r} ({path}) has sha256 {actual}, but {recorded} was "
+                "recorded when it was converted: the file was changed or corrupted; refusing "
+                "to load it. Reinstall the package."
+            )
+        sessions[file] = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+    return OnnxModel(artifact, spec, sessions)
+
+
+class OnnxModel:
+    """Answers the recorded methods of one artifact with ONNX Runtime sessions."""
+
+    def __init__(self, artifact: str, spec: Mapping[str, Any], sessions: dict[str, Any]) -> None:
+        self._artifact = artifact
+        self._spec = spec
+        self._sessions = sessions
+        self._attributes = {name: decode(value) for name, value in spec["attributes"].items()}
+        self._calls = {name: decode(value) for name, value in spec["calls"].items()}
+
+    def __repr__(self) -> str:
+        return f"<ONNX Runtime form of {self._spec.get('type', self._artifact)}>"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._spec["methods"]:
+            return lambda X: self.run(name, X)  # noqa: N803  (scikit-learn's name)
+        if name in self._attributes:
+            return self._attributes[name]
+        if name in self._calls:
+            value = self._calls[name]
+            return lambda: value  # what it returned, called without arguments, at extract
+        answered = [*self._spec["methods"], *self._attributes, *self._calls]
+        raise AttributeError(
+            f"the ONNX form of artifact {self._artifact!r} answers only "
+            f"{', '.join(sorted(answered))}, which is what "
+            f"the notebook's inference code used; {name!r} is not among them. Set the "
+            "package's _BACKEND variable to skops to use the original object."
+        )
+
+    def run(self, method: str, X: Any) -> Any:  # noqa: N803  (scikit-learn's name)
+        how = self._spec["methods"][method]
+        session = self._sessions[how["file"]]
+        (out,) = session.run([how["output"]], self._feed(X))
+        return _shaped(np.asarray(out), how, getattr(X, "index", None))
+
+    def _feed(self, X: Any) -> dict[str, np.ndarray]:  # noqa: N803
+        inputs = self._spec["inputs"]
+        columns = inputs.get("columns")
+        if inputs["kind"] == "columns":
+            if not hasattr(X, "columns"):
+                raise TypeError(
+                    f"{self._artifact}: expected a pandas DataFrame with the columns "
+                    f"{[c['name'] for c in columns]}, got {type(X).__name__}"
+                )
+            _check_columns(X, [c["name"] for c in columns], self._artifact)
+            return {
+                c["input"]: _column(X[c["name"]].to_numpy(), c["dtype"]).reshape(-1, 1)
+                for c in columns
+            }
+        if hasattr(X, "columns") and columns is not None:
+            _check_columns(X, columns, self._artifact)
+        array = np.asarray(X, dtype=inputs["dtype"])
+        if array.ndim != 2 or array.shape[1] != inputs["width"]:
+            raise ValueError(
+                f"X has {array.shape[-1] if array.ndim else 0} features, but "
+                f"{self._artifact} is expecting {inputs['width']} features as input"
+            )
+        return {inputs["name"]: array}
+
+
+def _check_columns(X: Any, expected: list[Any], artifact: str) -> None:  # noqa: N803
+    actual = list(X.columns)
+    if actual == expected:
+        return
+    missing = [c for c in expected if c not in actual]
+    unexpected = [c for c in actual if c not in expected]
+    detail = f"missing {missing}" if missing else ""
+    detail += ("; " if detail and unexpected else "") + (f"unseen {unexpected}" if unexpected else "")
+    raise ValueError(
+        f"The feature names should match those that were passed during fit ({artifact}): "
+        f"{detail or 'same names in another order'}"
+    )
+
+
+def _column(values: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "str":
+        return np.asarray([str(v) for v in values], dtype=object)
+    return np.asarray(values, dtype=dtype)
+
+
+def _shaped(out: np.ndarray, how: Mapping[str, Any], index: Any) -> Any:
+    if "column" in how:
+        out = out[:, how["column"]]
+    if how["ndim"] == 1:
+        out = out.reshape(-1)
+    out = out.astype(how["dtype"], copy=False)
+    frame = how.get("frame")
+    if frame is not None:
+        import pandas as pd
+
+        return pd.DataFrame(out, columns=frame, index=index)
+    return out
+
+
+def encode(value: Any) -> dict[str, Any]:
+    """A fitted attribute as JSON data (``decode`` gives it back); ValueError if it is not
+    a number, a string, or an array or list of them."""
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biufUO":
+        items = value.tolist()
+        if value.dtype.kind == "O" and not all(isinstance(v, str) for v in value.ravel()):
+            raise ValueError("an array of objects other than strings")
+        return {"array": items, "dtype": str(value.dtype)}
+    if isinstance(value, np.generic):
+        return {"scalar": value.item(), "dtype": str(value.dtype)}
+    if isinstance(value, bool | int | float | str) or (
+        isinstance(value, list) and all(isinstance(v, bool | int | float | str) for v in value)
+    ):
+        return {"value": value}
+    raise ValueError(f"a {type(value).__name__}")
+
+
+def decode(data: Mapping[str, Any]) -> Any:
+    if "array" in data:
+        return np.asarray(data["array"], dtype=data["dtype"])
+    if "scalar" in data:
+        return np.asarray(data["scalar"], dtype=data["dtype"])[()]
+    return data["value"]
