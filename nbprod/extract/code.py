@@ -1,7 +1,10 @@
 """The Python of the generated ``pipeline.py``, cut from the notebook's cells.
 
 Statements keep the user's own text (comments included); each block is headed by
-the cell it came from. Imports are hoisted and only those the code uses are kept.
+the cell it came from. Imports are hoisted and only those the code uses are kept: at
+module level those prediction needs, inside ``_train_cells()`` those only training
+needs, so that importing the package (and predicting through ONNX Runtime) does not
+import the training libraries.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ _CODE = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 @dataclass
 class PipelineCode:
-    imports: list[str]
+    imports: list[str]  # at module level: what the definitions and prediction use
+    train_imports: list[str]  # inside _train_cells(): what only training uses
     module_blocks: list[str]  # features/inference definitions, at module level
     predict_block: str  # empty when the entry point is a notebook function
     train_body: str  # indented body of _train_cells()
@@ -57,9 +61,11 @@ def pipeline_code(analysis: Analysis) -> PipelineCode:
         if chosen:
             train_blocks.append(_block(info, chosen))
             train_statements += chosen
-    every = module_statements + predict_statements + train_statements
-    loads = _loaded_names(every)
+    loads = _loaded_names(module_statements + predict_statements)
     imports = _hoisted_imports(analysis, loads)
+    train_loads = _loaded_names(train_statements)
+    train_imports = [s for s in _hoisted_imports(analysis, train_loads) if s not in imports]
+    loads |= train_loads
     training_defined = {n for s in train_statements for n in s.writes}
     lazy_reads = {n for s in module_statements for names in s.lazy.values() for n in names}
     train_globals = sorted(
@@ -69,6 +75,7 @@ def pipeline_code(analysis: Analysis) -> PipelineCode:
     body = "\n\n".join(train_blocks) or "pass"
     return PipelineCode(
         imports=imports,
+        train_imports=train_imports,
         module_blocks=module_blocks,
         predict_block=predict_block,
         train_body=indent(body, "    "),

@@ -68,6 +68,11 @@ def artifact_distributions(manifest: dict[str, Any]) -> dict[str, str]:
     return found
 
 
+def onnx_pin(versions: dict[str, str]) -> str:
+    """The package's extra ``onnx``: the ONNX Runtime its converted models were proven on."""
+    return _pin("onnxruntime", versions.get("onnxruntime"))
+
+
 def parquet_pin(environment: dict[str, Any]) -> str:
     return _pin("pyarrow", environment.get("packages", {}).get("pyarrow"))
 

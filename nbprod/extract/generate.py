@@ -24,7 +24,8 @@ from nbprod import runtime
 from nbprod.analysis.analyzer import Analysis, analyze
 from nbprod.exceptions import CheckFailed, NotExtractable, OutputExists, UsageError
 from nbprod.extract.code import PipelineCode, add_lambdas, indent, lambda_homes, pipeline_code
-from nbprod.extract.dependencies import SERVE, parquet_pin, pins
+from nbprod.extract.dependencies import SERVE, onnx_pin, parquet_pin, pins
+from nbprod.extract.onnx import convert_models
 from nbprod.extract.profile_card import profile_summary, write_profile_images
 from nbprod.extract.vendor import copy_modules, local_modules, rewrite_imports
 from nbprod.extract.verify import WarmProbe, interpreter, verify_package
@@ -97,10 +98,13 @@ def extract(
         )
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.partial-"))
+    python = interpreter(record.kernel)
     try:
-        warnings = _render(staging, notebook, analysis, record, run_folder, parity, version)
+        onnx_python = python if onnx else None
+        warnings = _render(
+            staging, notebook, analysis, record, run_folder, parity, version, onnx_python
+        )
         if verify:
-            python = interpreter(record.kernel)
             verify_package(staging, analysis.package, analysis, python, probe)
         _move_into_place(staging, output, force)
     except BaseException:
@@ -138,7 +142,10 @@ def _render(
     run_folder: Path,
     parity: dict[str, Any],
     version: str | None,
+    onnx_python: str | None,
 ) -> list[str]:
+    """Write the package into ``root``; with ``onnx_python``, convert its models there
+    once its code is in place, before the card and the metadata that describe them."""
     package = analysis.package
     if not package.isidentifier():
         raise UsageError(
@@ -193,9 +200,7 @@ def _render(
     warnings += skipped
     context["tests"] = test_cells
     context["imports"] = [rewrite_imports(line, vendored.tops, package) for line in test_imports]
-    files = {
-        root / "pyproject.toml": "pyproject.toml.j2",
-        root / "README.md": "README.md.j2",
+    code_files = {
         source / "__init__.py": "__init__.py.j2",
         source / "__main__.py": "__main__.py.j2",
         source / "cli.py": "cli.py.j2",
@@ -204,19 +209,33 @@ def _render(
         source / "logs.py": "logs.py.j2",
         source / "metrics.py": "metrics.py.j2",
         source / "config.py": "config.py.j2",
-        tests / "test_parity.py": "test_parity.py.j2",
         tests / "test_notebook.py": "test_notebook.py.j2",
         tests / "test_http.py": "test_http.py.j2",
     }
-    for path, template in files.items():
+    context.update(onnx=None, onnx_requirement=None)
+    for path, template in code_files.items():
         path.write_text(_TEMPLATES.get_template(template).render(**context), encoding="utf-8")
     imports = [rewrite_imports(line, vendored.tops, package) for line in code.imports]
-    pipeline_context = dict(context, imports=imports)
+    train_imports = [rewrite_imports(line, vendored.tops, package) for line in code.train_imports]
+    pipeline_context = dict(context, imports=imports, train_imports=train_imports)
     (source / "pipeline.py").write_text(
         _TEMPLATES.get_template("pipeline.py.j2").render(**pipeline_context), encoding="utf-8"
     )
+    outcome = convert_models(root, package, onnx_python) if onnx_python else None
+    context["onnx"] = outcome
+    if outcome is not None and outcome.converted:
+        context["onnx_requirement"] = onnx_pin(outcome.versions)
+        context["test_requirements"] = [*test_requirements, context["onnx_requirement"]]
+    documents = {  # what says which models have an ONNX form, or proves them
+        root / "pyproject.toml": "pyproject.toml.j2",
+        root / "README.md": "README.md.j2",
+        tests / "test_parity.py": "test_parity.py.j2",
+    }
+    for path, template in documents.items():
+        path.write_text(_TEMPLATES.get_template(template).render(**context), encoding="utf-8")
     info = _model_info(notebook, analysis, record, version, environment)
     info.update(input_schema=schema, data=data, profile=profile_summary(profile))
+    info["onnx"] = outcome.summary() if outcome is not None else None
     (source / "model_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     for path in [source / "pipeline.py", tests / "test_notebook.py"]:
         _check_compiles(path)
@@ -345,7 +364,7 @@ def _test_imports(analysis: Analysis) -> list[str]:
 
 
 def _imported_by(code: PipelineCode, name: str, analysis: Analysis) -> bool:
-    return analysis.imports[name].statement in code.imports
+    return analysis.imports[name].statement in (*code.imports, *code.train_imports)
 
 
 def _model_info(

@@ -40,7 +40,7 @@ def interpreter(kernel: str | None) -> str:
 PRELOAD = ("numpy", "pandas", "pyarrow", "sklearn", "skops.io")
 
 
-def _probe_env() -> dict[str, str]:
+def probe_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
 
 
@@ -57,7 +57,7 @@ class WarmProbe:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=_probe_env(),
+            env=probe_env(),
             # a group of its own: a cancelled run kills its children's process groups
             # (executors.kill_kernels_of), which must never be the caller's own group
             start_new_session=True,
@@ -91,7 +91,7 @@ def verify_package(
                 text=True,
                 timeout=TIMEOUT,
                 cwd=root,
-                env=_probe_env(),
+                env=probe_env(),
                 start_new_session=True,  # as in WarmProbe
             )
             stdout, stderr = done.stdout, done.stderr

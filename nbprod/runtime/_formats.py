@@ -4,9 +4,10 @@
 ``nbprod.artifact_formats`` entry-point group), the formats in the order they are tried
 (``BUILTIN``: plain values as JSON, numpy, pandas as Arrow, scipy.sparse, xgboost UBJ,
 LightGBM model text, CatBoost, statsmodels without its data, skops last), ``atomic``
-writes, and the errors a format raises. ``artifacts`` (the manifest, saving and loading) imports this module;
-its name has the underscore it has in a generated package, where the two files are
-copied side by side as ``_artifacts.py`` and ``_formats.py``.
+writes, ``sha256``, and the errors a format raises. ``artifacts`` (the manifest, saving
+and loading) imports this module; its name has the underscore it has in a generated
+package, where the two files are copied side by side as ``_artifacts.py`` and
+``_formats.py``.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class OnnxModel:
         if name.startswith("__") or name.startswith("_"):
             raise AttributeError(name)
         if name in self._spec["methods"]:
-            return lambda X: self.run(name, X)  # noqa: N803  (scikit-learn's name)
+            return lambda X: self.run(name, X)
         if name in self._attributes:
             return self._attributes[name]
         if name in self._calls:
@@ -84,13 +84,13 @@ class OnnxModel:
             "package's _BACKEND variable to skops to use the original object."
         )
 
-    def run(self, method: str, X: Any) -> Any:  # noqa: N803  (scikit-learn's name)
+    def run(self, method: str, X: Any) -> Any:
         how = self._spec["methods"][method]
         session = self._sessions[how["file"]]
         (out,) = session.run([how["output"]], self._feed(X))
         return _shaped(np.asarray(out), how, getattr(X, "index", None))
 
-    def _feed(self, X: Any) -> dict[str, np.ndarray]:  # noqa: N803
+    def _feed(self, X: Any) -> dict[str, np.ndarray]:
         inputs = self._spec["inputs"]
         columns = inputs.get("columns")
         if inputs["kind"] == "columns":
@@ -115,14 +115,16 @@ class OnnxModel:
         return {inputs["name"]: array}
 
 
-def _check_columns(X: Any, expected: list[Any], artifact: str) -> None:  # noqa: N803
+def _check_columns(X: Any, expected: list[Any], artifact: str) -> None:
     actual = list(X.columns)
     if actual == expected:
         return
     missing = [c for c in expected if c not in actual]
     unexpected = [c for c in actual if c not in expected]
     detail = f"missing {missing}" if missing else ""
-    detail += ("; " if detail and unexpected else "") + (f"unseen {unexpected}" if unexpected else "")
+    detail += ("; " if detail and unexpected else "") + (
+        f"unseen {unexpected}" if unexpected else ""
+    )
     raise ValueError(
         f"The feature names should match those that were passed during fit ({artifact}): "
         f"{detail or 'same names in another order'}"

@@ -1,9 +1,10 @@
 """Save and load the artifacts that cross from training to prediction.
 
 Each artifact is saved by the first *format* that handles its value, one file per
-artifact: plain values (numbers, strings, lists, dicts) as JSON, numpy arrays as ``.npy``, pandas frames and series as Arrow (Feather),
-scipy sparse matrices as ``.npz``, xgboost, lightgbm and catboost models in their own
-model files, statsmodels results and everything else with skops. No format pickles.
+artifact: plain values (numbers, strings, lists, dicts) as JSON, numpy arrays as
+``.npy``, pandas frames and series as Arrow (Feather), scipy sparse matrices as ``.npz``,
+xgboost, lightgbm and catboost models in their own model files, statsmodels results and
+everything else with skops. No format pickles.
 Distributions add formats through the entry-point group ``nbprod.artifact_formats``;
 they are tried after the built-in formats and before skops, which takes the rest. A
 format may refuse a value it handles (a statsmodels formula model, a frame Arrow would

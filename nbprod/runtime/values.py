@@ -83,22 +83,25 @@ def decode(descriptor: dict[str, Any], folder: Path) -> Any:
     raise UnsupportedValue(f"unknown stored value kind {kind!r}")
 
 
-def assert_same(actual: Any, expected: Any, where: str = "value") -> None:
-    """Raise AssertionError naming ``where`` unless the two values match under the parity rule."""
+def assert_same(
+    actual: Any, expected: Any, where: str = "value", rtol: float = RTOL, atol: float = 0.0
+) -> None:
+    """Raise AssertionError naming ``where`` unless the two values match under the parity
+    rule: labels and integers exactly, floats within ``rtol`` (and ``atol``)."""
     if isinstance(expected, pd.DataFrame):
         _expect_type(actual, pd.DataFrame, where)
-        pd.testing.assert_frame_equal(actual, expected, check_exact=False, rtol=RTOL, atol=0.0)
+        pd.testing.assert_frame_equal(actual, expected, check_exact=False, rtol=rtol, atol=atol)
     elif isinstance(expected, pd.Series):
         _expect_type(actual, pd.Series, where)
         pd.testing.assert_series_equal(
-            actual, expected, check_exact=False, rtol=RTOL, atol=0.0, check_names=False
+            actual, expected, check_exact=False, rtol=rtol, atol=atol, check_names=False
         )
     elif isinstance(expected, np.ndarray):
         actual_array = np.asarray(actual)
         if actual_array.shape != expected.shape:
             raise AssertionError(f"{where}: shape {actual_array.shape} != {expected.shape}")
         if expected.dtype.kind in "fc" and actual_array.dtype.kind in "fc":
-            np.testing.assert_allclose(actual_array, expected, rtol=RTOL, atol=0.0, err_msg=where)
+            np.testing.assert_allclose(actual_array, expected, rtol=rtol, atol=atol, err_msg=where)
         else:
             np.testing.assert_array_equal(actual_array, expected, err_msg=where, strict=False)
     elif isinstance(expected, list | tuple) and not isinstance(actual, str):
@@ -106,18 +109,21 @@ def assert_same(actual: Any, expected: Any, where: str = "value") -> None:
         if len(actual_items) != len(expected):
             raise AssertionError(f"{where}: length {len(actual_items)} != {len(expected)}")
         for i, (a, e) in enumerate(zip(actual_items, expected, strict=True)):
-            assert_same(a, e, f"{where}[{i}]")
+            assert_same(a, e, f"{where}[{i}]", rtol, atol)
     elif isinstance(expected, dict):
         if set(actual) != set(expected):
             raise AssertionError(f"{where}: keys {sorted(actual)} != {sorted(expected)}")
         for key in expected:
-            assert_same(actual[key], expected[key], f"{where}[{key!r}]")
+            assert_same(actual[key], expected[key], f"{where}[{key!r}]", rtol, atol)
     elif isinstance(expected, float | np.floating) and not isinstance(expected, bool):
         if not (
-            math.isclose(float(actual), float(expected), rel_tol=RTOL, abs_tol=0.0)
+            math.isclose(float(actual), float(expected), rel_tol=rtol, abs_tol=atol)
             or (math.isnan(float(actual)) and math.isnan(float(expected)))
         ):
-            raise AssertionError(f"{where}: {actual!r} != {expected!r} (relative tolerance 1e-9)")
+            raise AssertionError(
+                f"{where}: {actual!r} != {expected!r} (relative tolerance {rtol:g}, "
+                f"absolute {atol:g})"
+            )
     elif actual != expected:
         raise AssertionError(f"{where}: {actual!r} != {expected!r}")
 

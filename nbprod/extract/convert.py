@@ -1,0 +1,571 @@
+"""Convert a generated package's models to ONNX, and prove each against the notebook.
+
+``python -I convert.py SRC PACKAGE`` in the interpreter that ran the notebook, with
+nbprod made unimportable (as ``probe.py``): it imports the package from SRC and loads
+its artifacts (the reference objects), then for each model artifact:
+
+1. replays the parity record with the artifact behind a recorder, to learn what the
+   inference code asks of it: which methods on which inputs, which fitted attributes;
+2. converts it (skl2onnx; onnxmltools for xgboost and lightgbm), in float32 first, in
+   float64 when float32 does not agree;
+3. runs every recorded method call through ONNX Runtime and compares it with the
+   reference answer: labels and integers exactly, floats to the package's tolerance.
+
+Then it replays the parity record through ``predict()`` with every converted model
+behind the package's own adapter (``_onnx.py``). A model whose ONNX form changes a
+prediction is not switched. The ``.onnx`` files are written into the package's
+artifacts folder; one JSON object is printed: per artifact its ``onnx`` entry for the
+manifest or the reason it was ``refused``. Imports nothing of nbprod.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+METHODS = ("predict", "predict_proba", "decision_function", "transform")
+NEEDED = ("onnx", "onnxruntime", "skl2onnx")
+
+
+class Refused(Exception):
+    """This artifact stays on the reference path; the message says why."""
+
+
+class Recorder:
+    """Stands in for one artifact while the parity record replays, and notes what the
+    inference code asks of it."""
+
+    def __init__(self, name: str, target: Any) -> None:
+        self._name, self._target = name, target
+        self.calls: dict[str, list[tuple[Any, Any]]] = {}
+        self.attributes: dict[str, Any] = {}
+        self.no_argument_calls: dict[str, Any] = {}
+        self.problems: list[str] = []
+
+    def __getattr__(self, attribute: str) -> Any:
+        value = getattr(self._target, attribute)
+        if attribute in METHODS:
+            return lambda *args, **kwargs: self._method(attribute, value, args, kwargs)
+        if callable(value):
+            return lambda *args, **kwargs: self._other(attribute, value, args, kwargs)
+        self.attributes[attribute] = value
+        return value
+
+    def _method(self, attribute: str, method: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
+        result = method(*args, **kwargs)
+        if len(args) != 1 or kwargs:
+            self.problems.append(
+                f"the inference code calls `{self._name}.{attribute}` with more than one "
+                "input, and an ONNX graph takes only the data"
+            )
+        else:
+            self.calls.setdefault(attribute, []).append((args[0], result))
+        return result
+
+    def _other(self, attribute: str, method: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
+        result = method(*args, **kwargs)
+        if args or kwargs:
+            self.problems.append(
+                f"the inference code calls `{self._name}.{attribute}(...)`, which an ONNX "
+                "graph does not answer"
+            )
+        else:
+            self.no_argument_calls[attribute] = result
+        return result
+
+
+def is_model(value: Any) -> bool:
+    if isinstance(value, type) or (callable(value) and not hasattr(value, "__dict__")):
+        return False
+    return any(callable(getattr(value, m, None)) for m in METHODS)
+
+
+def main(argv: list[str]) -> None:
+    source, name = Path(argv[0]), argv[1]
+    missing = [m for m in NEEDED if importlib.util.find_spec(m) is None]
+    if missing:
+        print(json.dumps({"ok": False, "missing": missing}))
+        return
+    sys.modules["nbprod"] = None  # type: ignore[assignment]  # the package must not need it
+    sys.path.insert(0, str(source))
+    try:
+        print(json.dumps({"ok": True, **convert(source, name)}))
+    except BaseException as error:
+        print(
+            json.dumps(
+                {
+                    "ok": False,
+                    "error": f"{type(error).__name__}: {error}",
+                    "traceback": traceback.format_exc(limit=-6),
+                }
+            )
+        )
+
+
+def convert(source: Path, name: str) -> dict[str, Any]:
+    package = importlib.import_module(name)
+    package.load_artifacts(backend="skops")
+    values = importlib.import_module(f"{name}._values")
+    runtime = importlib.import_module(f"{name}._onnx")
+    parity = source.parent / "tests" / "parity"
+    recorded = json.loads((parity / "parity.json").read_text(encoding="utf-8"))["calls"]
+    calls = [
+        (
+            [values.decode(arg, parity) for arg in call["args"]],
+            {k: values.decode(v, parity) for k, v in call["kwargs"].items()},
+            values.decode(call["result"], parity),
+            call.get("source") or f"call {number}",
+        )
+        for number, call in enumerate(recorded)
+    ]
+    folder = package.artifacts_dir()
+    report: dict[str, Any] = {}
+    for artifact in package.ARTIFACTS:
+        original = getattr(package.pipeline, artifact)
+        if not is_model(original):
+            continue
+        try:
+            report[artifact] = {"onnx": _convert(package, artifact, original, calls, folder)}
+        except Refused as error:
+            report[artifact] = {"refused": str(error)}
+        finally:
+            setattr(package.pipeline, artifact, original)
+    _prove(package, values, runtime, calls, folder, report)
+    return {"artifacts": report, "versions": _versions()}
+
+
+def _convert(package: Any, artifact: str, original: Any, calls: list[Any], folder: Path) -> Any:
+    recorder = Recorder(artifact, original)
+    setattr(package.pipeline, artifact, recorder)
+    for args, kwargs, _, where in calls:
+        try:
+            package.predict(*args, **kwargs)
+        except Exception as error:
+            raise Refused(
+                f"predict() does not run with `{artifact}` replaced by a stand-in ({where}: "
+                f"{type(error).__name__}: {error}); the inference code uses the object "
+                "itself, not only its predict/transform methods"
+            ) from error
+    if recorder.problems:
+        raise Refused(recorder.problems[0])
+    if not recorder.calls:
+        raise Refused(
+            f"predict() calls none of {', '.join(METHODS)} on `{artifact}` in the recorded calls"
+        )
+    runtime = importlib.import_module(f"{package.__name__}._onnx")
+    tolerance = runtime.TOLERANCE
+    attributes = _constants(artifact, recorder.attributes, runtime)
+    no_argument_calls = _constants(artifact, recorder.no_argument_calls, runtime)
+    inputs = _inputs(artifact, [x for pairs in recorder.calls.values() for x, _ in pairs])
+    reasons = []
+    for precision in ("float32", "float64"):
+        try:
+            spec = _try(artifact, original, recorder.calls, inputs, precision, folder, tolerance)
+        except Refused as error:
+            reasons.append(f"{precision}: {error}")
+            if "cannot convert" in str(error):
+                break  # the converter refuses the model itself, whatever the precision
+            continue
+        spec.update(attributes=attributes, calls=no_argument_calls)
+        spec["type"] = f"{type(original).__module__}.{type(original).__qualname__}"
+        return spec
+    raise Refused("; ".join(reasons))
+
+
+def _constants(artifact: str, read: dict[str, Any], runtime: Any) -> dict[str, Any]:
+    encoded = {}
+    for attribute, value in read.items():
+        try:
+            encoded[attribute] = runtime.encode(value)
+        except ValueError as error:
+            raise Refused(
+                f"the inference code reads `{artifact}.{attribute}`, {error}, which an ONNX "
+                "form cannot carry"
+            ) from None
+    return encoded
+
+
+def _inputs(artifact: str, samples: list[Any]) -> dict[str, Any]:
+    """How the data the inference code passes becomes the graph's inputs."""
+    import numpy as np
+
+    first = samples[0]
+    if any(type(s) is not type(first) for s in samples):
+        raise Refused(f"`{artifact}` is called on inputs of different types")
+    if hasattr(first, "toarray") or hasattr(first, "tocsr"):
+        raise Refused(f"`{artifact}` is called on a sparse matrix")
+    if hasattr(first, "columns") and hasattr(first, "dtypes"):
+        kinds = [_kind(dtype) for dtype in first.dtypes]
+        names = list(first.columns)
+        if all(k == "number" for k in kinds):
+            return {"kind": "tensor", "name": "X", "columns": names, "width": len(names)}
+        if len(set(map(str, names))) != len(names):
+            raise Refused(f"`{artifact}` is called on a frame with duplicate column names")
+        columns = [
+            {"name": n, "input": str(n), "dtype": "str" if k == "text" else k}
+            for n, k in zip(names, kinds, strict=True)
+        ]
+        return {"kind": "columns", "columns": columns}
+    array = np.asarray(first)
+    if array.ndim != 2 or array.dtype.kind not in "biuf":
+        raise Refused(
+            f"`{artifact}` is called on {array.ndim}-dimensional {array.dtype} data; the "
+            "ONNX form takes a 2-d numeric matrix or a data frame"
+        )
+    return {"kind": "tensor", "name": "X", "columns": None, "width": int(array.shape[1])}
+
+
+def _kind(dtype: Any) -> str:
+    kind = getattr(dtype, "kind", "O")
+    if kind in "buf" and str(dtype) != "category":
+        return "number"
+    if kind == "i":
+        return "number"
+    return "text"
+
+
+def _try(
+    artifact: str,
+    model: Any,
+    calls: dict[str, list[tuple[Any, Any]]],
+    inputs: dict[str, Any],
+    precision: str,
+    folder: Path,
+    tolerance: dict[str, float],
+) -> dict[str, Any]:
+    import onnxruntime
+
+    spec_inputs = dict(inputs)
+    if inputs["kind"] == "tensor":
+        spec_inputs["dtype"] = precision
+    else:
+        spec_inputs["columns"] = [
+            {**c, "dtype": precision if c["dtype"] == "number" else c["dtype"]}
+            for c in inputs["columns"]
+        ]
+    graphs = {f"{artifact}.onnx": _graph(model, spec_inputs, precision, scores=False)}
+    if "decision_function" in calls:
+        graphs[f"{artifact}.scores.onnx"] = _graph(model, spec_inputs, precision, scores=True)
+    sessions = {}
+    for file, graph in graphs.items():
+        try:
+            sessions[file] = onnxruntime.InferenceSession(
+                graph.SerializeToString(), providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:
+            raise Refused(f"ONNX Runtime cannot run the converted graph: {error}") from error
+    methods = {}
+    for method, pairs in calls.items():
+        file = f"{artifact}.scores.onnx" if method == "decision_function" else f"{artifact}.onnx"
+        session = sessions[file]
+        methods[method] = _answer(artifact, method, session, file, spec_inputs, pairs, tolerance)
+    files = {}
+    for file, graph in graphs.items():
+        path = folder / file
+        temporary = path.with_name(f".{file}.partial")
+        temporary.write_bytes(graph.SerializeToString())
+        temporary.replace(path)
+        files[file] = _sha256(path)
+    opsets = {}
+    for graph in graphs.values():
+        opsets.update({o.domain or "ai.onnx": int(o.version) for o in graph.opset_import})
+    return {
+        "files": files,
+        "inputs": spec_inputs,
+        "methods": methods,
+        "precision": precision,
+        "converter": _converter_name(model),
+        "opsets": opsets,
+    }
+
+
+def _answer(
+    artifact: str,
+    method: str,
+    session: Any,
+    file: str,
+    inputs: dict[str, Any],
+    pairs: list[tuple[Any, Any]],
+    tolerance: dict[str, float],
+) -> dict[str, Any]:
+    """Which output of ``session`` answers ``method``, shaped how: proven on every pair."""
+    import numpy as np
+
+    names = [o.name for o in session.get_outputs()]
+    # labels (or the transform) first; the scores or probabilities follow the labels
+    candidates = names[:1] if method in ("predict", "transform") else names[1:2]
+    if not candidates:
+        raise Refused(f"the converted graph has no output for `{artifact}.{method}`")
+    first = pairs[0][1]
+    if hasattr(first, "toarray"):
+        raise Refused(f"`{artifact}.{method}` returns a sparse matrix")
+    expected_first = np.asarray(first)
+    how: dict[str, Any] = {
+        "file": file,
+        "output": candidates[0],
+        "ndim": expected_first.ndim,
+        "dtype": str(expected_first.dtype),
+    }
+    if hasattr(first, "columns"):
+        how["frame"] = [str(c) for c in first.columns]
+    feeds = [_feed(x, inputs) for x, _ in pairs]
+    outputs = [np.asarray(session.run([how["output"]], feed)[0]) for feed in feeds]
+    choices: list[dict[str, Any]] = [how]
+    if expected_first.ndim == 1 and outputs[0].ndim == 2 and outputs[0].shape[1] > 1:
+        choices = [dict(how, column=c) for c in reversed(range(outputs[0].shape[1]))]
+    failure = ""
+    for choice in choices:
+        failure = ""
+        for (_, expected), out in zip(pairs, outputs, strict=True):
+            failure = _disagreement(_shape(out, choice), np.asarray(expected), tolerance)
+            if failure:
+                break
+        if not failure:
+            return choice
+    raise Refused(f"`{artifact}.{method}` through ONNX Runtime differs: {failure}")
+
+
+def _feed(x: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    if inputs["kind"] == "columns":
+        fed = {}
+        for column in inputs["columns"]:
+            data = x[column["name"]].to_numpy()
+            if column["dtype"] == "str":
+                data = np.asarray([str(v) for v in data], dtype=object)
+            else:
+                data = np.asarray(data, dtype=column["dtype"])
+            fed[column["input"]] = data.reshape(-1, 1)
+        return fed
+    return {inputs["name"]: np.asarray(x, dtype=inputs["dtype"])}
+
+
+def _shape(out: Any, how: dict[str, Any]) -> Any:
+    if "column" in how:
+        out = out[:, how["column"]]
+    if how["ndim"] == 1:
+        out = out.reshape(-1)
+    return out.astype(how["dtype"], copy=False)
+
+
+def _disagreement(actual: Any, expected: Any, tolerance: dict[str, float]) -> str:
+    """Empty when ``actual`` answers as ``expected`` under the ONNX parity rule."""
+    import numpy as np
+
+    if actual.shape != expected.shape:
+        return f"shape {actual.shape} where scikit-learn gives {expected.shape}"
+    if expected.dtype.kind in "fc":
+        close = np.isclose(actual, expected, equal_nan=True, **tolerance)
+        if close.all():
+            return ""
+        worst = float(np.nanmax(np.abs(actual.astype(float) - expected.astype(float))))
+        return (
+            f"{int((~close).sum())} of {close.size} values beyond rtol {tolerance['rtol']}, "
+            f"atol {tolerance['atol']} (largest difference {worst:.3g})"
+        )
+    equal = np.asarray(actual == expected)
+    if equal.all():
+        return ""
+    return f"{int((~equal).sum())} of {equal.size} labels differ"
+
+
+def _graph(model: Any, inputs: dict[str, Any], precision: str, *, scores: bool) -> Any:
+    from skl2onnx.common.data_types import (
+        DoubleTensorType,
+        FloatTensorType,
+        Int64TensorType,
+        StringTensorType,
+    )
+
+    number = FloatTensorType if precision == "float32" else DoubleTensorType
+    kinds = {"float32": FloatTensorType, "float64": DoubleTensorType, "str": StringTensorType}
+    kinds["int64"] = Int64TensorType
+    if inputs["kind"] == "tensor":
+        initial = [(inputs["name"], number([None, inputs["width"]]))]
+    else:
+        initial = [(c["input"], kinds[c["dtype"]]([None, 1])) for c in inputs["columns"]]
+    root = type(model).__module__.split(".")[0]
+    try:
+        if root in ("xgboost", "lightgbm"):
+            return _boosted(model, root, initial, precision, scores)
+        _register_boosters()
+        return _sklearn_graph(model, initial, scores)
+    except Refused:
+        raise
+    except Exception as error:
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise Refused(
+            f"{_converter_name(model)} cannot convert {type(model).__name__}: "
+            f"{type(error).__name__}: {text[:300]}"
+        ) from error
+
+
+def _sklearn_graph(model: Any, initial: list[Any], scores: bool) -> Any:
+    from skl2onnx import convert_sklearn
+
+    final = _final_estimator(model)
+    wanted: dict[str, Any] = {"zipmap": False}
+    if scores:
+        wanted["raw_scores"] = True
+    while True:
+        options = {id(final): wanted} if wanted and _is_classifier(final) else None
+        try:
+            return convert_sklearn(model, initial_types=initial, options=options)
+        except NameError as error:  # an option this classifier's converter does not know
+            unknown = [o for o in wanted if f"Option '{o}' not in" in str(error)]
+            if not unknown:
+                raise
+            if unknown == ["raw_scores"]:
+                raise Refused("its converter cannot give decision_function's scores") from error
+            del wanted[unknown[0]]
+
+
+def _boosted(model: Any, root: str, initial: list[Any], precision: str, scores: bool) -> Any:
+    import onnxmltools
+
+    if precision != "float32" or len(initial) != 1:
+        raise Refused(f"onnxmltools cannot convert {type(model).__name__}: float32 matrix only")
+    if scores:
+        raise Refused(f"onnxmltools gives no decision_function scores for {type(model).__name__}")
+    if root == "xgboost":
+        model = copy.deepcopy(model)
+        model.get_booster().feature_names = None  # the converter wants f0, f1, ...
+        return onnxmltools.convert_xgboost(model, initial_types=initial)
+    return onnxmltools.convert_lightgbm(model, initial_types=initial, zipmap=False)
+
+
+def _register_boosters() -> None:
+    """Let skl2onnx convert xgboost and lightgbm models inside scikit-learn pipelines."""
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+
+    options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+    if importlib.util.find_spec("xgboost") and importlib.util.find_spec("onnxmltools"):
+        import xgboost
+        from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+
+        update_registered_converter(
+            xgboost.XGBClassifier,
+            "XGBoostXGBClassifier",
+            calculate_linear_classifier_output_shapes,
+            convert_xgboost,
+            options=options,
+        )
+        update_registered_converter(
+            xgboost.XGBRegressor,
+            "XGBoostXGBRegressor",
+            calculate_linear_regressor_output_shapes,
+            convert_xgboost,
+        )
+    if importlib.util.find_spec("lightgbm") and importlib.util.find_spec("onnxmltools"):
+        import lightgbm
+        from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+
+        update_registered_converter(
+            lightgbm.LGBMClassifier,
+            "LightGbmLGBMClassifier",
+            calculate_linear_classifier_output_shapes,
+            convert_lightgbm,
+            options=options,
+        )
+        update_registered_converter(
+            lightgbm.LGBMRegressor,
+            "LightGbmLGBMRegressor",
+            calculate_linear_regressor_output_shapes,
+            convert_lightgbm,
+        )
+
+
+def _final_estimator(model: Any) -> Any:
+    while hasattr(model, "steps"):
+        model = model.steps[-1][1]
+    return model
+
+
+def _is_classifier(model: Any) -> bool:
+    return callable(getattr(model, "predict_proba", None)) or hasattr(model, "classes_")
+
+
+def _converter_name(model: Any) -> str:
+    root = type(model).__module__.split(".")[0]
+    name = "onnxmltools" if root in ("xgboost", "lightgbm") else "skl2onnx"
+    return f"{name} {importlib.metadata.version(name)}"
+
+
+def _prove(
+    package: Any,
+    values: Any,
+    runtime: Any,
+    calls: list[Any],
+    folder: Path,
+    report: dict[str, Any],
+) -> None:
+    """Replay predict() with the converted models behind the package's adapter; refuse
+    those that change a prediction, alone or together."""
+    originals = {name: getattr(package.pipeline, name) for name in report}
+
+    def failure(names: list[str]) -> str:
+        try:
+            for name in names:
+                adapter = runtime.load(folder, name, report[name]["onnx"])
+                setattr(package.pipeline, name, adapter)
+            for args, kwargs, expected, where in calls:
+                try:
+                    result = package.predict(*args, **kwargs)
+                    values.assert_same(result, expected, "prediction", **runtime.TOLERANCE)
+                except Exception as error:
+                    return f"predict() then differs from the notebook ({where}): {error}"
+            return ""
+        finally:
+            for name, original in originals.items():
+                setattr(package.pipeline, name, original)
+
+    converted = [name for name, entry in report.items() if "onnx" in entry]
+    if not converted or not failure(converted):
+        return
+    for name in converted:
+        reason = failure([name])
+        if reason:
+            _refuse(report, name, folder, reason)
+    left = [name for name in converted if "onnx" in report[name]]
+    together = failure(left) if left else ""
+    if together:
+        for name in left:
+            _refuse(report, name, folder, f"with the other converted models, {together}")
+
+
+def _refuse(report: dict[str, Any], name: str, folder: Path, reason: str) -> None:
+    for file in report[name]["onnx"]["files"]:
+        (folder / file).unlink(missing_ok=True)
+    report[name] = {"refused": reason}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for distribution in ("onnx", "onnxruntime", "skl2onnx", "onnxmltools"):
+        try:
+            found[distribution] = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
