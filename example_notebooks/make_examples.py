@@ -149,7 +149,7 @@ def wine_forest() -> nbformat.NotebookNode:
         ),
         code(
             """
-            n_estimators = 100
+            n_estimators = 300
             max_depth = None
             test_size = 0.25
             random_state = 0
