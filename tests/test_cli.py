@@ -269,10 +269,23 @@ def test_extract_refuses_existing_folder_without_force(tmp_path: Path) -> None:
 
 
 def test_extract_unknown_run_exits_2(tmp_path: Path) -> None:
-    result = nbprod("extract", small(tmp_path), "--run", "nope", "-o", tmp_path / "pkg")
+    notebook = small(tmp_path)
+    result = nbprod("extract", notebook, "--run", "nope", "-o", tmp_path / "pkg")
     assert result.returncode == 2
     assert "no run 'nope'" in result.stderr
     assert not (tmp_path / "pkg").exists()
+    fast = nbprod("extract", notebook, "--run", "nope", "-o", tmp_path / "pkg", "--onnx")
+    assert fast.returncode == 2 and "no run 'nope'" in fast.stderr  # --onnx is an option
+
+
+@pytest.mark.parametrize("command", ["extract", "publish"])
+def test_extract_and_publish_offer_the_onnx_fast_path(command: str) -> None:
+    shown = nbprod(command, "--help")
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())  # click wraps the help
+    assert "--onnx / --no-onnx" in text
+    assert "converted to ONNX, used when it predicts what the notebook did" in text
+    assert "(needs nbprod[onnx])" in text
 
 
 def test_extract_refuses_a_failed_run(tmp_path: Path) -> None:

@@ -155,7 +155,7 @@ def test_test_cells_become_package_tests_that_can_fail(tmp_path: Path) -> None:
     parity.write_text(json.dumps(record))
     failing = package_pytest(package)
     assert failing.returncode == 1
-    assert "predict() result: 12 != 13" in failing.stdout
+    assert "predict() result (skops): 12 != 13" in failing.stdout
 
 
 def test_interrupted_extract_leaves_nothing(

@@ -28,7 +28,7 @@ import xgboost
 from nbbuild import write_notebook
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from tools import make_venv, nbprod, run_and_extract
+from tools import make_venv, nbprod
 
 from nbprod.extract.dependencies import pins
 from nbprod.runtime.artifacts import (
@@ -326,9 +326,7 @@ def test_an_entry_without_format_is_skops_as_packages_generated_before(tmp_path:
     [0.35, 7, "label", None, True, ["a", "b"], {"low": [1, 2.5], "name": None}, float("nan")],
     ids=["float", "int", "str", "none", "bool", "list", "dict", "nan"],
 )
-def test_plain_values_are_json_files_loaded_without_any_library(
-    tmp_path: Path, value: Any
-) -> None:
+def test_plain_values_are_json_files_loaded_without_any_library(tmp_path: Path, value: Any) -> None:
     back, entry = round_trip(tmp_path, value)
     assert entry["format"] == "json" and entry["file"] == "value.json"
     assert entry["requires"] == []
@@ -341,9 +339,7 @@ def test_plain_values_are_json_files_loaded_without_any_library(
     [(1, 2), {1: "a"}, [np.float64(1.0)], np.int64(3)],
     ids=["tuple", "int-keys", "numpy-in-list", "numpy-scalar"],
 )
-def test_values_json_would_change_are_left_to_the_other_formats(
-    tmp_path: Path, value: Any
-) -> None:
+def test_values_json_would_change_are_left_to_the_other_formats(tmp_path: Path, value: Any) -> None:
     back, entry = round_trip(tmp_path, value)
     assert entry["format"] != "json"
     assert type(back) is type(value)
@@ -586,7 +582,12 @@ def test_a_notebook_of_every_framework_ships_a_package_that_passes_its_tests(
         nbprod={"name": "frameworks"},
     )
     package = tmp_path / "package"
-    summary = run_and_extract(notebook, package)
+    run = nbprod("run", notebook, "--json")
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads(run.stdout)
+    # with the ONNX fast path: xgboost and lightgbm convert (onnxmltools), the rest stay
+    extract = nbprod("extract", notebook, "--run", summary["id"], "-o", package, "--onnx")
+    assert extract.returncode == 0, extract.stdout + extract.stderr
     manifest = json.loads((Path(summary["folder"]) / "artifacts" / "manifest.json").read_text())
     formats = {name: entry["format"] for name, entry in manifest["artifacts"].items()}
     assert formats == {
@@ -607,10 +608,20 @@ def test_a_notebook_of_every_framework_ships_a_package_that_passes_its_tests(
         [distribution] = providers[module]  # xgboost may come as xgboost-cpu
         assert re.fullmatch(rf"{distribution}~=[0-9.]+", runtime[distribution]), runtime
     assert runtime["scikit-learn"].startswith("scikit-learn==")
+    shipped = json.loads(
+        (package / "src" / "frameworks" / "artifacts" / "manifest.json").read_text()
+    )
+    onnx = {name: entry.get("onnx", {}) for name, entry in shipped["artifacts"].items()}
+    converted = {name for name, entry in onnx.items() if "files" in entry}
+    assert converted == {"xgb_model", "lgb_model", "lgb_regressor"}, onnx
+    assert {onnx[name]["converter"].split()[0] for name in converted} == {"onnxmltools"}
+    assert "cannot convert CatBoostRegressor" in onnx["cb_model"]["refused"]
+    assert "cannot convert" in onnx["ols"]["refused"]
+    assert "onnxruntime" in " ".join(project["optional-dependencies"]["test"])
 
     python = make_venv(tmp_path / "venv", f"{package}[test]")
     result = subprocess.run(
-        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        [str(python), "-m", "pytest", "-v", "-p", "no:cacheprovider"],
         cwd=package,
         capture_output=True,
         text=True,
@@ -618,6 +629,7 @@ def test_a_notebook_of_every_framework_ships_a_package_that_passes_its_tests(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "passed" in result.stdout and "skipped" not in result.stdout
+    assert "test_the_onnx_path_runs_every_converted_model_on_onnx_runtime PASSED" in result.stdout
 
 
 @pytest.mark.slow

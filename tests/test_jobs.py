@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from nbbuild import SCORED, write_notebook
+from tools import nbprod
 
 from nbprod.exceptions import JobNotFound, NotebookFileError, RunNotFound, UsageError
 from nbprod.jobs.manager import JobManager
@@ -230,9 +231,30 @@ def test_requests_are_refused_before_any_process_starts(tmp_path: Path) -> None:
         manager.sweep(tmp_path / "missing.ipynb", {})
     with pytest.raises(RunNotFound):
         manager.publish(notebook, "best:score")  # it never ran
+    with pytest.raises(UsageError, match="onnx must be true or false"):
+        manager.publish(notebook, "latest", onnx="yes")  # type: ignore[arg-type]
     with pytest.raises(JobNotFound):
         manager.get("20260101-000000-abcdef")
     with pytest.raises(JobNotFound):
         manager.get("../../etc/passwd")
     assert not (tmp_path / ".nbprod" / "jobs").exists()
     assert manager.list() == []
+
+
+def test_a_publish_job_records_onnx_and_its_process_is_asked_for_it(tmp_path: Path) -> None:
+    """``onnx=True`` is kept in the job's options and reaches the publish flow in the job's
+    process (``--onnx``), which names it in its first step. The job is cancelled there:
+    what the conversion makes is ``extract``'s to test."""
+    notebook = write_notebook(tmp_path / "scored.ipynb", *SCORED)
+    ran = nbprod("run", notebook, "--json")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    manager = JobManager(tmp_path)
+    job = manager.publish(notebook, "latest", dist=tmp_path / "dist", onnx=True)
+    try:
+        assert job.options["onnx"] is True
+        assert json.loads(job.state_file.read_text())["options"]["onnx"] is True
+        wait_for(lambda: bool(job.steps()), 120, "the job's first step")
+        assert job.steps()[0] == "generate the package, with ONNX models", job.output()
+    finally:
+        manager.cancel(job.id)
+        assert manager.wait(job.id, timeout=120).done

@@ -331,6 +331,11 @@ def test_check_refuses_what_is_not_a_notebook(api: Api, workspace: Workspace) ->
         ("extract", "", "the request body must be a JSON object"),
         ("extract", {"path": NOTEBOOK, "output": "o"}, "field 'run' is missing"),
         ("extract", {"path": NOTEBOOK, "run": "latest", "output": "o", "force": "yes"}, "force"),
+        (
+            "extract",
+            {"path": NOTEBOOK, "run": "latest", "output": "o", "onnx": "yes"},
+            "field 'onnx' must be true or false",
+        ),
         ("jobs", "\xff", "the request body is not valid JSON"),
         ("jobs", {"path": NOTEBOOK}, "field 'kind' is missing"),
         ("jobs", {"kind": "train", "path": NOTEBOOK}, "field 'kind' must be one of sweep"),
@@ -339,6 +344,16 @@ def test_check_refuses_what_is_not_a_notebook(api: Api, workspace: Workspace) ->
         ("jobs", {"kind": "sweep", "path": NOTEBOOK, "parameters": {"b": 1}}, "unknown param"),
         ("jobs", {"kind": "publish", "path": NOTEBOOK}, "field 'run' is missing"),
         ("jobs", {"kind": "publish", "path": NOTEBOOK, "run": 1}, "field 'run' must be"),
+        (
+            "jobs",
+            {"kind": "publish", "path": NOTEBOOK, "run": "latest", "onnx": "yes"},
+            "field 'onnx' must be true or false",
+        ),
+        (
+            "jobs",
+            {"kind": "publish", "path": NOTEBOOK, "run": "latest", "onnx": 1},
+            "field 'onnx' must be true or false",
+        ),
     ],
 )
 def test_bad_requests_are_400_with_a_message(api: Api, route: str, body: Any, message: str) -> None:
@@ -624,6 +639,7 @@ def test_a_publish_job_places_a_verified_wheel_in_dist(api: Api, workspace: Work
     request = {"kind": "publish", "path": NOTEBOOK, "run": "latest", "dist": "dist"}
     job = api.post("jobs", request).body
     assert set(job["progress"]) == {"steps", "current"}
+    assert JobManager(workspace.root).get(job["id"]).options["onnx"] is False  # the default
     done = api.job(job["id"], finished, timeout=600)
     assert done["status"] == "succeeded", done
     result = done["result"]
@@ -636,10 +652,38 @@ def test_a_publish_job_places_a_verified_wheel_in_dist(api: Api, workspace: Work
     assert re.fullmatch(r"\d+ passed.*", result["tests"]), result["tests"]
     assert result["uploaded_to"] == []
     assert result["model_card"].startswith("# scored\n") and "## Model card" in result["model_card"]
+    assert done["progress"]["steps"][0] == "generate the package"
     assert done["progress"]["steps"][-1].startswith("place the files in")
     assert str(workspace.root) not in json.dumps(done)
     placed = sorted(p.name for p in (workspace.root / "dist").iterdir())
     assert placed == sorted(Path(f).name for f in result["files"])
+
+
+def test_a_publish_job_passes_onnx_on_to_the_cli(api: Api, workspace: Workspace) -> None:
+    """``"onnx": true`` is kept in the job's options, and the job's command line is one
+    ``nbprod publish`` accepts: an invalid version stops it before any package is generated
+    (what ``--onnx`` makes is ``extract``'s to test), with the CLI's own error. That the
+    command line holds ``--onnx`` is test_jobs.py's to show."""
+    request = {
+        "kind": "publish",
+        "path": NOTEBOOK,
+        "run": "latest",
+        "dist": "dist-onnx",
+        "version": "not a version",
+        "onnx": True,
+    }
+    reply = api.post("jobs", request)
+    assert reply.code == 202, reply.body
+    job = JobManager(workspace.root).get(reply.body["id"])
+    assert job.options["onnx"] is True
+    done = api.job(job.id, finished, timeout=120)
+    assert done["status"] == "failed", done
+    assert done["error"]["type"] == "UsageError", done["error"]
+    assert done["error"]["message"] == (
+        "--version 'not a version' is not a valid version (PEP 440)"
+    )
+    assert done["progress"]["steps"] == []
+    assert not (workspace.root / "dist-onnx").exists()
 
 
 def test_a_notebook_with_problems_sweeps_and_its_runs_cannot_be_published(

@@ -29,6 +29,8 @@ from nbbuild import write_notebook
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 from tools import free_port
 
+from nbprod.jobs.manager import JobManager
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -143,13 +145,20 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     print(f"\nscreenshots: {shots}")
 
 
+def publish_jobs(lab: Lab) -> list[str]:
+    """The ids of the notebook's publish jobs as the server lists them, newest first."""
+    reply = lab.api("GET", f"nbprod/jobs?path={NOTEBOOK}")
+    assert isinstance(reply, dict)
+    return [job["id"] for job in reply["jobs"] if job["kind"] == "publish"]
+
+
 def cancel_jobs(lab: Lab) -> None:
     """Jobs outlive the server by design: cancel any a failed test left running."""
     reply = lab.api("GET", f"nbprod/jobs?path={NOTEBOOK}")
     assert isinstance(reply, dict)
     for job in reply["jobs"]:
         if job["status"] in ("queued", "running"):
-            lab.api("DELETE", f"nbprod/jobs/manager/{job['id']}")
+            lab.api("DELETE", f"nbprod/jobs/{job['id']}")
 
 
 @pytest.fixture
@@ -294,9 +303,16 @@ def test_roles_check_sweep_and_publish_in_jupyterlab(lab: Lab, page: Page) -> No
 
     # 4. Publish the best run by accuracy into dist/: steps, then the wheel and its tests.
     expect(panel.locator("select[data-nbprod-publish-run]")).to_have_value("best:accuracy")
+    onnx = panel.locator("input[data-nbprod-publish-onnx]")
+    expect(onnx).not_to_be_checked()
+    fast_path = panel.locator("label", has=page.locator("input[data-nbprod-publish-onnx]"))
+    expect(fast_path).to_have_text("Fast path (ONNX)")
+    expect(fast_path).to_have_attribute("title", re.compile(r"ONNX Runtime.*nbprod\[onnx\]"))
     panel.locator('[data-nbprod-action="publish"]').click()
     publish = panel.locator('[data-nbprod-job="publish"]')
     expect(publish.locator("[data-nbprod-step]").first).to_be_visible(timeout=60_000)
+    first = publish_jobs(lab)[0]
+    assert JobManager(lab.root).get(first).options["onnx"] is False
     publish.scroll_into_view_if_needed()
     shoot(page, lab, "lab-publish-running.png")
     expect(publish).to_have_attribute("data-nbprod-job-status", "succeeded", timeout=600_000)
@@ -306,6 +322,27 @@ def test_roles_check_sweep_and_publish_in_jupyterlab(lab: Lab, page: Page) -> No
     expect(publish.locator("[data-nbprod-tests]")).to_contain_text("passed")
     publish.scroll_into_view_if_needed()
     shoot(page, lab, "lab-publish.png", docs=True)
+
+    # 5. The fast path ticked: the server's job is asked for it, and its process says so in
+    # its first step; cancelled there (what the conversion makes is extract's to test).
+    onnx.check()
+    panel.locator('[data-nbprod-action="publish"]').click()
+    deadline = time.monotonic() + 30
+    while (fast := publish_jobs(lab)[0]) == first:
+        assert time.monotonic() < deadline, "no second publish job"
+        time.sleep(0.2)
+    try:
+        assert JobManager(lab.root).get(fast).options["onnx"] is True
+        expect(publish.locator("[data-nbprod-step]").first).to_have_text(
+            re.compile(r"generate the package, with ONNX models$"), timeout=60_000
+        )
+        publish.scroll_into_view_if_needed()
+        shoot(page, lab, "lab-publish-onnx.png")
+    finally:
+        lab.api("DELETE", f"nbprod/jobs/{fast}")
+    expect(publish).to_have_attribute(
+        "data-nbprod-job-status", re.compile("cancelled|failed"), timeout=60_000
+    )
 
 
 def test_a_failed_run_shows_its_error_and_opens_its_executed_notebook(lab: Lab, page: Page) -> None:

@@ -104,11 +104,20 @@ def running(
     installed: Installed, *args: str, env: dict[str, str] | None = None
 ) -> Iterator[Server]:
     """``<script> serve --port FREE *args``, ready (``/health``) until the block ends."""
+    with serving(installed.script, installed.root, *args, env=env) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serving(
+    script: Path, logs: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """``script serve --port FREE *args`` (its log in ``logs``), ready until the block ends."""
     port = free_port()
-    log = installed.root / f"server-{port}.log"
+    log = logs / f"server-{port}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [str(installed.script), "serve", "--port", str(port), *args],
+            [str(script), "serve", "--port", str(port), *args],
             stdout=sink,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},

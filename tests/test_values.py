@@ -83,3 +83,19 @@ def test_frames_compare_columns_and_dtypes() -> None:
         assert_same(pd.DataFrame({"q": [0.5, 0.25]}), expected)
     with pytest.raises(AssertionError, match="expected a DataFrame"):
         assert_same(np.array([0.5, 0.25]), expected)
+
+
+@pytest.mark.parametrize("rtol", [1e-9, 1e-4])
+def test_integers_in_frames_and_series_match_exactly_whatever_the_float_tolerance(
+    rtol: float,
+) -> None:
+    expected = pd.DataFrame({"ppb": [1_000_000_000, 2], "p": [0.5, 0.25]})
+    close_floats = pd.DataFrame({"ppb": [1_000_000_000, 2], "p": [0.5, 0.25 * (1 + rtol / 10)]})
+    assert_same(close_floats, expected, rtol=rtol)
+    with pytest.raises(AssertionError, match="ppb"):
+        assert_same(
+            pd.DataFrame({"ppb": [1_000_000_001, 2], "p": [0.5, 0.25]}), expected, rtol=rtol
+        )
+    with pytest.raises(AssertionError):
+        assert_same(pd.Series([1_000_000_001]), pd.Series([1_000_000_000]), rtol=rtol)
+    assert_same(pd.Series([1.0 + rtol / 10]), pd.Series([1.0]), rtol=rtol)

@@ -339,13 +339,16 @@ def test_publish_places_a_verified_wheel_and_shows_the_model_card(
     assert options["best by rmse (lowest)"] == "min:rmse"
     assert options["latest run"] == "latest"
     assert tab.run.value == tab.run.options[0][1] and not tab.button.disabled
+    assert tab.onnx.description == "Fast path (ONNX)" and tab.onnx.value is False
+    assert "ONNX Runtime" in tab.onnx.tooltip and "nbprod[onnx]" in tab.onnx.tooltip
     high = first_sweep(swept)[1]
     assert high in options.values()
     tab.run.value = "best:score"
     tab.dist.value = str(tmp_path / "dist")
     tab.button.click()
     assert tab.messages.widget.value == ""
-    assert tab.follower is not None
+    assert tab.follower is not None and tab.job is not None
+    assert tab.job.options["onnx"] is False
     wait_for(lambda: not tab.follower.running, 600, lambda: tab.steps.value)
     shown = tab.result.value
     assert 'data-nbprod="published"' in shown, shown + tab.steps.value
@@ -360,3 +363,18 @@ def test_publish_places_a_verified_wheel_and_shows_the_model_card(
     shown = tab.card.outputs[0]["data"]["text/markdown"]
     assert shown == tab.model_card
     assert not tab.button.disabled and tab.cancel.disabled  # ready for the next one
+
+    # The fast path ticked: the job is asked for it and its process says so in its first
+    # step; cancelled there (what the conversion makes is extract's to test).
+    tab.onnx.value = True
+    tab.button.click()
+    try:
+        assert tab.messages.widget.value == ""
+        assert tab.job is not None and tab.job.options["onnx"] is True
+        wait_for(lambda: "generate the package" in tab.steps.value, 120, lambda: tab.steps.value)
+        assert "generate the package, with ONNX models" in tab.steps.value
+    finally:
+        tab.cancel.click()
+        follower = tab.follower
+        wait_for(lambda: follower is None or not follower.running, 120, lambda: tab.steps.value)
+    tab.onnx.value = False

@@ -124,6 +124,8 @@ export interface IPublishOptions {
   version: string | null;
   dist: string;
   repository: string | null;
+  /** Also ship the models converted to ONNX (extract's fast path). */
+  onnx: boolean;
 }
 
 function post(body: string): RequestInit {

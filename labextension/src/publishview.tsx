@@ -11,10 +11,17 @@ import { FINISHED, IJob } from './api';
 import { NbprodModel } from './model';
 import { CancelButton, JobFailure } from './sweepview';
 
+const ONNX_TITLE =
+  'Also ship the models converted to ONNX Runtime; each is used only where it predicts ' +
+  'exactly what the notebook did (needs nbprod[onnx])';
+
 function Markdown(props: { text: string; rendermime: IRenderMimeRegistry | null }): JSX.Element {
   const { text, rendermime } = props;
   const host = React.useRef<HTMLDivElement>(null);
-  React.useEffect(() => {
+  // A layout effect: its clean-up runs before React takes the host out of the page (a
+  // passive one runs after, and Lumino refuses to detach a widget no longer in the page,
+  // which threw and blanked the panel when a second publish replaced the model card).
+  React.useLayoutEffect(() => {
     const node = host.current;
     if (!node || !rendermime || !node.isConnected) {
       return;
@@ -131,6 +138,7 @@ export function PublishView(props: {
   const [target, setTarget] = React.useState<'folder' | 'index'>('folder');
   const [dist, setDist] = React.useState('dist');
   const [repository, setRepository] = React.useState('');
+  const [onnx, setOnnx] = React.useState(false);
   const chosen = choices.some(choice => choice.value === run) ? run : (choices[0]?.value ?? '');
   const job = model.publish;
   const busy = job !== null && !FINISHED.includes(job.status);
@@ -141,7 +149,8 @@ export function PublishView(props: {
       run: chosen,
       version: version.trim() || null,
       dist: dist.trim() || 'dist',
-      repository: target === 'index' ? repository.trim() || null : null
+      repository: target === 'index' ? repository.trim() || null : null,
+      onnx
     });
   };
 
@@ -219,6 +228,15 @@ export function PublishView(props: {
               />
             </label>
           )}
+          <label className="jp-nbprod-inline" title={ONNX_TITLE}>
+            <input
+              type="checkbox"
+              data-nbprod-publish-onnx=""
+              checked={onnx}
+              onChange={event => setOnnx(event.target.checked)}
+            />
+            Fast path (ONNX)
+          </label>
           <button
             type="submit"
             className="jp-mod-styled jp-mod-accept"

@@ -10,6 +10,13 @@ from rich.markup import escape
 
 from nbprod.cli.common import err, json_flag, out
 
+onnx_flag = click.option(
+    "--onnx/--no-onnx",
+    default=False,
+    help="Also ship each model converted to ONNX, used when it predicts what the notebook "
+    "did (needs nbprod[onnx]).",
+)
+
 
 @click.command()
 @click.argument("notebook", type=click.Path(path_type=Path))
@@ -23,11 +30,14 @@ from nbprod.cli.common import err, json_flag, out
 )
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @click.option("--version", "version", help="Package version (default from the run's time).")
-def extract(notebook: Path, run_id: str, output: Path, force: bool, version: str | None) -> None:
+@onnx_flag
+def extract(
+    notebook: Path, run_id: str, output: Path, force: bool, version: str | None, onnx: bool
+) -> None:
     """Write the package source of a run, with its artifacts and tests."""
     from nbprod.extract import extract as extract_package
 
-    result = extract_package(notebook, run_id, output, force=force, version=version)
+    result = extract_package(notebook, run_id, output, force=force, version=version, onnx=onnx)
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False)
     out.print(
@@ -63,6 +73,7 @@ def extract(notebook: Path, run_id: str, output: Path, force: bool, version: str
     metavar="URL",
     help="The index's PEP 503 simple URL, when it cannot be derived from --repository.",
 )
+@onnx_flag
 @json_flag("Print the result as JSON (the steps still go to stderr).")
 def publish(
     notebook: Path,
@@ -71,6 +82,7 @@ def publish(
     dist: Path,
     repository: str | None,
     index_url: str | None,
+    onnx: bool,
     as_json: bool,
 ) -> None:
     """Build the run's package, verify it in a clean venv, upload it, then place it in DIST.
@@ -94,6 +106,7 @@ def publish(
         run_id,
         version=version,
         targets=targets,
+        onnx=onnx,
         on_step=lambda name: err.print(f"[cyan]•[/] {escape(name)}"),
     )
     if as_json:

@@ -121,7 +121,7 @@ def convert(source: Path, name: str) -> dict[str, Any]:
             [values.decode(arg, parity) for arg in call["args"]],
             {k: values.decode(v, parity) for k, v in call["kwargs"].items()},
             values.decode(call["result"], parity),
-            call.get("source") or f"call {number}",
+            f"recorded call {number + 1} of {len(recorded)}, from the {call.get('source')}",
         )
         for number, call in enumerate(recorded)
     ]
@@ -176,6 +176,8 @@ def _convert(package: Any, artifact: str, original: Any, calls: list[Any], folde
         spec.update(attributes=attributes, calls=no_argument_calls)
         spec["type"] = f"{type(original).__module__}.{type(original).__qualname__}"
         return spec
+    if len(reasons) == 1:
+        raise Refused(reasons[0].split(": ", 1)[1])
     raise Refused("; ".join(reasons))
 
 
@@ -435,6 +437,9 @@ def _boosted(model: Any, root: str, initial: list[Any], precision: str, scores: 
         raise Refused(f"onnxmltools cannot convert {type(model).__name__}: float32 matrix only")
     if scores:
         raise Refused(f"onnxmltools gives no decision_function scores for {type(model).__name__}")
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    initial = [(initial[0][0], FloatTensorType(initial[0][1].shape))]  # its own type classes
     if root == "xgboost":
         model = copy.deepcopy(model)
         model.get_booster().feature_names = None  # the converter wants f0, f1, ...
@@ -525,7 +530,9 @@ def _prove(
                     result = package.predict(*args, **kwargs)
                     values.assert_same(result, expected, "prediction", **runtime.TOLERANCE)
                 except Exception as error:
-                    return f"predict() then differs from the notebook ({where}): {error}"
+                    text = " ".join(str(error).split())
+                    text = text if len(text) <= 240 else text[:240] + " ..."
+                    return f"predict() then differs from the notebook ({where}): {text}"
             return ""
         finally:
             for name, original in originals.items():

@@ -72,7 +72,7 @@ class JobManager:
 
     def submit(self, kind: str, notebook: str | os.PathLike[str], **options: Any) -> Job:
         """``submit("sweep", nb, parameters=..., workers=..., smoke=...)`` or
-        ``submit("publish", nb, run=..., version=..., dist=..., repository=...)``."""
+        ``submit("publish", nb, run=..., version=..., dist=..., repository=..., onnx=...)``."""
         if kind == "sweep":
             return self.sweep(notebook, **options)
         if kind == "publish":
@@ -131,8 +131,10 @@ class JobManager:
         version: str | None = None,
         dist: str | os.PathLike[str] = "dist",
         repository: str | None = None,
+        onnx: bool = False,
     ) -> Job:
-        """Publish ``run`` (an id, latest, best:METRIC or min:METRIC) into ``dist``."""
+        """Publish ``run`` (an id, latest, best:METRIC or min:METRIC) into ``dist``;
+        ``onnx``: the package also ships its models converted to ONNX."""
         from nbprod.notebook import load_notebook
         from nbprod.runs.store import load_record
 
@@ -141,6 +143,8 @@ class JobManager:
                 raise UsageError(f"{name} must be a string or null")
         if not isinstance(run, str) or not run:
             raise UsageError("run must be a run id, latest, best:METRIC or min:METRIC")
+        if not isinstance(onnx, bool):
+            raise UsageError("onnx must be true or false")
         path = load_notebook(Path(notebook)).path
         record, _ = load_record(path, run)  # an unknown run is refused now
         if record.not_extractable:  # and one no package can be made of
@@ -156,12 +160,14 @@ class JobManager:
                 "version": version,
                 "dist": str(dist),
                 "repository": repository,
+                "onnx": onnx,
             },
             created=time.time(),
         )
         command = ["publish", str(path), "--run", record.id, "--dist", str(dist), "--json"]
         command += ["--version", version] if version else []
         command += ["--repository", repository] if repository else []
+        command += ["--onnx"] if onnx else []
         return self._start(job, command)
 
     def _start(self, job: Job, arguments: list[str]) -> Job:

@@ -240,9 +240,12 @@ class ExtractHandler(NbprodHandler):
         output = confine(self.root, self.field(data, "output", str, "a folder path"), "output")
         force = self.field(data, "force", bool, "true or false", False)
         version = self.field(data, "version", (str, type(None)), "a version or null", None)
+        onnx = self.field(data, "onnx", bool, "true or false", False)
         if output == self.root or path.is_relative_to(output):
             raise ApiError(400, "the output folder would hold the notebook itself")
-        result = await self.call(extract, path, run, output, force=force, version=version)
+        result = await self.call(
+            extract, path, run, output, force=force, version=version, onnx=onnx
+        )
         self.reply(
             {
                 "package": result.package,
@@ -283,6 +286,7 @@ class JobsHandler(NbprodHandler):
                 "repository": self.field(
                     data, "repository", (str, type(None)), "an upload URL or name", None
                 ),
+                "onnx": self.field(data, "onnx", bool, "true or false", False),
             }
         else:
             raise ApiError(400, f"field 'kind' must be one of {', '.join(KINDS)}")

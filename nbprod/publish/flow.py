@@ -46,12 +46,14 @@ def publish(
     version: str | None = None,
     targets: Sequence[PublishTarget] | None = None,
     on_step: Step | None = None,
+    onnx: bool = False,
 ) -> Published:
     """Generate, build and verify in a clean venv the package of ``run``, then deliver it
     to ``targets`` (default: the folder ``dist``), dist folders last.
 
     Build targets with ``nbprod.publish.targets.target``: ``target("folder", dist=...)``,
-    ``target("index", repository=..., index_url=...)`` or a plugin's name.
+    ``target("index", repository=..., index_url=...)`` or a plugin's name. ``onnx``: the
+    package also ships its models converted to ONNX (``extract``'s fast path).
     """
     step = on_step or (lambda name: None)
     version = _valid_version(version)
@@ -60,8 +62,9 @@ def publish(
     others = [t for t in targets if not isinstance(t, Folder)]
     with tempfile.TemporaryDirectory(prefix="nbprod-publish-") as scratch:
         work = Path(scratch)
-        step("generate the package")
-        extracted = extract(notebook, run, work / "project", version=version)
+        # The step says so: converting and proving the models takes its own time.
+        step("generate the package, with ONNX models" if onnx else "generate the package")
+        extracted = extract(notebook, run, work / "project", version=version, onnx=onnx)
         project = extracted.path
         version = _version_of(project)
         distribution = extracted.package.replace("_", "-")

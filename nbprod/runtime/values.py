@@ -91,10 +91,23 @@ def assert_same(
     if isinstance(expected, pd.DataFrame):
         _expect_type(actual, pd.DataFrame, where)
         pd.testing.assert_frame_equal(actual, expected, check_exact=False, rtol=rtol, atol=atol)
+        for i in range(expected.shape[1]):  # pandas would compare integers within rtol too
+            if expected.dtypes.iloc[i].kind not in "fc":
+                pd.testing.assert_series_equal(
+                    actual.iloc[:, i],
+                    expected.iloc[:, i],
+                    check_exact=True,
+                    obj=f"{where}, column {expected.columns[i]!r},",
+                )
     elif isinstance(expected, pd.Series):
         _expect_type(actual, pd.Series, where)
         pd.testing.assert_series_equal(
-            actual, expected, check_exact=False, rtol=rtol, atol=atol, check_names=False
+            actual,
+            expected,
+            check_exact=expected.dtype.kind not in "fc",
+            rtol=rtol,
+            atol=atol,
+            check_names=False,
         )
     elif isinstance(expected, np.ndarray):
         actual_array = np.asarray(actual)

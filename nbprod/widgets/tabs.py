@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from nbprod.widgets.panel import Panel
 
 _WIDE = widgets.Layout(width="100%")
+_ONNX_TOOLTIP = (
+    "Also ship the models converted to ONNX Runtime; each is used only where it predicts "
+    "exactly what the notebook did (needs nbprod[onnx])"
+)
 
 
 def _notebook(panel: Panel) -> Path:
@@ -318,6 +322,9 @@ class PublishTab(_JobTab):
             placeholder="blank: the dist folder only; else an upload URL or a ~/.pypirc name",
             **wide,
         )
+        self.onnx = widgets.Checkbox(
+            description="Fast path (ONNX)", tooltip=_ONNX_TOOLTIP, indent=False
+        )
         self.button = widgets.Button(description="Publish", icon="upload", button_style="primary")
         self.cancel = widgets.Button(
             description="Cancel", icon="stop", button_style="warning", disabled=True
@@ -337,6 +344,7 @@ class PublishTab(_JobTab):
                 self.version,
                 self.dist,
                 self.repository,
+                self.onnx,
                 widgets.HBox([self.button, self.cancel, self.none]),
                 self.messages.widget,
                 self.steps,
@@ -391,6 +399,7 @@ class PublishTab(_JobTab):
                 version=self.version.value.strip() or None,
                 dist=dist if dist.is_absolute() else notebook.parent / dist,
                 repository=self.repository.value.strip() or None,
+                onnx=bool(self.onnx.value),
             )
             self.follow(job)
 
