@@ -269,11 +269,13 @@ FALLBACK_TRAIN = """\
 import lightgbm as lgb
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.kernel_ridge import KernelRidge
+from sklearn.svm import LinearSVC
 
 X = rows[["a", "b"]]
 forest = RandomForestClassifier(n_estimators=20, random_state=0).fit(X, rows.label)
 ridge = KernelRidge(alpha=0.5).fit(X, rows.y)
 booster = lgb.LGBMClassifier(n_estimators=20, verbose=-1).fit(X, rows.label)
+svm = LinearSVC().fit(X, rows.label)
 """
 # Parts per billion: float32 probabilities move these integers, so the booster's ONNX
 # form passes the per-method check (floats within tolerance) and fails predict()'s parity.
@@ -285,6 +287,7 @@ def predict(frame):
             "label": forest.predict(X),
             "ridge": ridge.predict(X),
             "ppb": (booster.predict_proba(X)[:, 1] * 1e9).astype(np.int64),
+            "margin": svm.decision_function(X),
         },
         index=frame.index,
     )
@@ -307,6 +310,8 @@ def test_models_whose_onnx_form_is_refused_or_differs_stay_on_skops_with_the_rea
     package = extract_onnx(notebook, json.loads(run.stdout)["id"], tmp_path / "package")
     onnx = {name: entry["onnx"] for name, entry in manifest_of(package).items()}
     assert "files" in onnx["forest"]
+    assert set(onnx["svm"]["methods"]) == {"decision_function"}  # from a raw-scores graph
+    assert onnx["svm"]["methods"]["decision_function"]["file"] == "svm.scores.onnx"
     assert "cannot convert KernelRidge" in onnx["ridge"]["refused"]
     assert "predict() then differs from the notebook" in onnx["booster"]["refused"]
     assert not (package / "src" / "fallback" / "artifacts" / "booster.onnx").exists()
@@ -324,4 +329,5 @@ def test_models_whose_onnx_form_is_refused_or_differs_stay_on_skops_with_the_rea
         env={**os.environ, "PYTHONPATH": str(package / "src")},
     )
     assert used.returncode == 0, used.stderr
-    assert used.stdout.strip() == "{'booster': 'lightgbm', 'forest': 'onnx', 'ridge': 'skops'}"
+    expected = {"booster": "lightgbm", "forest": "onnx", "ridge": "skops", "svm": "onnx"}
+    assert used.stdout.strip() == repr(expected)

@@ -135,6 +135,8 @@ def convert(source: Path, name: str) -> dict[str, Any]:
             report[artifact] = {"onnx": _convert(package, artifact, original, calls, folder)}
         except Refused as error:
             report[artifact] = {"refused": str(error)}
+        except Exception as error:  # a converter's own failure costs this model its ONNX form
+            report[artifact] = {"refused": f"converting it failed: {_first_line(error)}"}
         finally:
             setattr(package.pipeline, artifact, original)
     _prove(package, values, runtime, calls, folder, report)
@@ -403,10 +405,9 @@ def _graph(model: Any, inputs: dict[str, Any], precision: str, *, scores: bool) 
     except Refused:
         raise
     except Exception as error:
-        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise Refused(
             f"{_converter_name(model)} cannot convert {type(model).__name__}: "
-            f"{type(error).__name__}: {text[:300]}"
+            f"{_first_line(error)}"
         ) from error
 
 
@@ -523,7 +524,10 @@ def _prove(
     def failure(names: list[str]) -> str:
         try:
             for name in names:
-                adapter = runtime.load(folder, name, report[name]["onnx"])
+                try:
+                    adapter = runtime.load(folder, name, report[name]["onnx"])
+                except Exception as error:
+                    return f"ONNX Runtime cannot load it: {_first_line(error)}"
                 setattr(package.pipeline, name, adapter)
             for args, kwargs, expected, where in calls:
                 try:
@@ -556,6 +560,11 @@ def _refuse(report: dict[str, Any], name: str, folder: Path, reason: str) -> Non
     for file in report[name]["onnx"]["files"]:
         (folder / file).unlink(missing_ok=True)
     report[name] = {"refused": reason}
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
 
 
 def _sha256(path: Path) -> str:
