@@ -1,13 +1,16 @@
 """Requests/s and latency of one-row ``POST /predict``: a generated package's server
-against a hand-written ceiling and against ``mlflow models serve``.
+against a hand-written ceiling and against ``mlflow models serve``, and on ONNX Runtime
+against the saved scikit-learn objects.
 
 What it builds, in a temporary folder: the example notebook ``wine_forest`` run once
-(``nbprod run``), extracted (``nbprod extract``) and installed with its ``serve`` and
-``parquet`` extras into a clean venv (uv, the shared cache). Then four servers, each one
-uvicorn worker on 127.0.0.1, all given the same single wine record as JSON:
+(``nbprod run``), extracted with its model converted to ONNX (``nbprod extract --onnx``)
+and installed with its ``serve``, ``parquet`` and ``onnx`` extras into a clean venv (uv,
+the shared cache). Then five servers, each one uvicorn worker on 127.0.0.1, all given
+the same single wine record as JSON:
 
-(a) the package's own ``wine-forest serve`` (Starlette: routing, body limit, schema
-    check, request id, one log line per request);
+(a) the package's own ``wine-forest serve`` on the saved scikit-learn objects
+    (``WINE_FOREST_BACKEND=skops``; Starlette: routing, body limit, schema check,
+    request id, one log line per request);
 (b) the ceiling: a raw ASGI app written by hand in a dozen lines, on the same uvicorn:
     it loads the artifacts with skops from the package's artifacts folder, builds a
     DataFrame from the JSON record and calls the notebook's inference function
@@ -18,7 +21,9 @@ uvicorn worker on 127.0.0.1, all given the same single wine record as JSON:
     inferred from the recorded input, in its own venv. Skipped, with the reason
     printed, if MLflow cannot be installed or served here;
 (d) the package's server again, logging every request (``--log-dir``, ``--log-sample
-    1.0``): the cost of the prediction log, which must not slow requests.
+    1.0``): the cost of the prediction log, which must not slow requests;
+(e) the package's server as (a) in every way but the backend: the default (``auto``),
+    which runs the converted model with ONNX Runtime since onnxruntime is installed.
 
 The client is the same for every target: Python threads, each with one keep-alive
 ``http.client`` connection, sending the record and reading the answer. Every target is
@@ -28,10 +33,13 @@ target: latency with one connection (requests one after another: p50/p99 are the
 service time), throughput with ``CONNECTIONS`` connections at once (the worker is kept
 busy: requests/s is its capacity), and the CPU time the server's processes used per
 request (from /proc: the overhead that a busy machine does not blur). The ratios
-(a)/(b) (target >= 0.9), (a)/(c) and (d)/(a) (target >= 0.95) are the medians of the
-rounds' ratios; (d)'s log files are read back and their records counted. Nothing is kept.
+(a)/(b) (target >= 0.9), (a)/(c), (d)/(a) (target >= 0.95) and (e)/(a) (ONNX against
+skops, goal >= 5, issue 15) are the medians of the rounds' ratios; (d)'s log files are
+read back and their records counted. Nothing is kept. ``--targets ae`` runs only the two
+servers that differ by their backend (a few minutes: no MLflow venv).
 
-Run from the repository root:  .venv/bin/python bench/serve.py [--requests N] [--rounds R]
+Run from the repository root:
+    .venv/bin/python bench/serve.py [--requests N] [--rounds R] [--targets abcde]
 """
 
 from __future__ import annotations
@@ -60,6 +68,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 UV_CACHE = os.environ.get("UV_CACHE_DIR", str(ROOT / ".cache" / "uv"))
 EXAMPLE = "wine_forest"
+BACKEND = f"{EXAMPLE.upper()}_BACKEND"  # the package's choice: auto (default), onnx, skops
 CONNECTIONS = 4
 WARM_UP = 200
 
@@ -130,35 +139,53 @@ class Target:
     latencies: list[float] = field(default_factory=list)  # seconds, one connection
     cpu: list[float] = field(default_factory=list)  # server CPU s/request, one per round
     answer: Any = None
+    backends: dict[str, str] | None = None  # the package's servers: backend per artifact
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=300, help="per phase and round")
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument(
+        "--targets", default="abcde", help="which servers to measure, e.g. ae (default: all)"
+    )
     options = parser.parse_args()
+    chosen = set(options.targets)
+    if not chosen or not chosen <= set("abcde"):
+        parser.error(f"--targets: letters among abcde, not {options.targets!r}")
     tmp = Path(tempfile.mkdtemp(prefix="nbprod-bench-serve-"))
     targets: list[Target] = []
+    records: int | None = None
     try:
         package_dir, record = build_package(tmp)
-        python = make_venv(tmp / "venv", f"{package_dir}[serve,parquet]")  # (d) needs pyarrow
+        # (d) needs pyarrow; (e) onnxruntime
+        python = make_venv(tmp / "venv", f"{package_dir}[serve,parquet,onnx]")
         body = json.dumps(record).encode()
         script = tmp / "ceiling.py"
         script.write_text(CEILING.format(package=EXAMPLE), encoding="utf-8")
         cli = python.parent / EXAMPLE.replace("_", "-")
-        targets.append(start("(a)", f"{EXAMPLE} serve", [str(cli), "serve", "--port"], body))
-        targets.append(start("(b)", "hand-written ASGI", [str(python), str(script)], body))
-        mlflow = start_mlflow(tmp, package_dir, record)
+        skops = {BACKEND: "skops"}
+        serve = [str(cli), "serve", "--port"]
+        if "a" in chosen:
+            targets.append(start("(a)", f"{EXAMPLE} serve, skops", serve, body, env=skops))
+        if "b" in chosen:
+            targets.append(start("(b)", "hand-written ASGI", [str(python), str(script)], body))
+        mlflow = start_mlflow(tmp, package_dir, record) if "c" in chosen else None
         if mlflow is not None:
             targets.append(mlflow)
-        logging_args = ["--log-dir", str(tmp / "logs"), "--log-sample", "1.0", "--port"]
-        logged = start(
-            "(d)", f"{EXAMPLE} serve --log-dir", [str(cli), "serve", *logging_args], body
-        )
-        targets.append(logged)
+        if "d" in chosen:
+            logging_args = ["--log-dir", str(tmp / "logs"), "--log-sample", "1.0", "--port"]
+            logging_command = [str(cli), "serve", *logging_args]
+            name = f"{EXAMPLE} serve --log-dir"
+            targets.append(start("(d)", name, logging_command, body, env=skops))
+        if "e" in chosen:
+            auto = {BACKEND: "auto"}
+            targets.append(start("(e)", f"{EXAMPLE} serve, onnx", serve, body, env=auto))
         for target in targets:
             wait_ready(target)
             target.answer = json.loads(request_once(target))
+            if target.label in ("(a)", "(d)", "(e)"):  # what each predicts with, as it says
+                target.backends = metadata(target)["backends"]
             run_phase(target, WARM_UP, 1)
         for round_number in range(options.rounds):
             progress(f"round {round_number + 1}/{options.rounds}")
@@ -172,13 +199,15 @@ def main() -> None:
                 target.cpu.append(used / (2 * options.requests))
         for target in targets:
             stop(target)  # SIGTERM: (d) flushes its log
-        records = logged_records(tmp / "logs")
+        if "d" in chosen:
+            records = logged_records(tmp / "logs")
     finally:
         for target in targets:
             stop(target)
         shutil.rmtree(tmp, ignore_errors=True)
-    report(targets, options.requests, options.rounds)
-    print(f"(d) logged {records} records (one per request it answered, warm-up included)")
+    report(targets, options.requests, options.rounds, "c" in chosen)
+    if records is not None:
+        print(f"(d) logged {records} records (one per request it answered, warm-up included)")
 
 
 # -- building ---------------------------------------------------------------------------------
@@ -190,7 +219,7 @@ def build_package(tmp: Path) -> tuple[Path, dict[str, Any]]:
     notebook = Path(shutil.copy(ROOT / "example_notebooks" / f"{EXAMPLE}.ipynb", project))
     run = json.loads(nbprod("run", str(notebook), "--json"))
     package_dir = tmp / "package"
-    nbprod("extract", str(notebook), "--run", run["id"], "-o", str(package_dir))
+    nbprod("extract", str(notebook), "--run", run["id"], "-o", str(package_dir), "--onnx")
     parity = package_dir / "tests" / "parity"
     call = json.loads((parity / "parity.json").read_text(encoding="utf-8"))["calls"][0]
     record: dict[str, Any] = decode(call["args"][0], parity).head(1).to_dict(orient="records")[0]
@@ -322,6 +351,15 @@ def request_once(target: Target) -> bytes:
         connection.close()
 
 
+def metadata(target: Target) -> Any:
+    connection = http.client.HTTPConnection("127.0.0.1", target.port, timeout=30)
+    try:
+        connection.request("GET", "/metadata")
+        return json.loads(connection.getresponse().read())
+    finally:
+        connection.close()
+
+
 def run_phase(target: Target, requests: int, connections: int) -> tuple[float, list[float]]:
     """``requests`` requests over ``connections`` keep-alive connections: (requests/s,
     the latency of each request)."""
@@ -372,10 +410,10 @@ def cpu_seconds(group: int) -> float:
 
 
 # -- the report -------------------------------------------------------------------------------
-def report(targets: list[Target], requests: int, rounds: int) -> None:
+def report(targets: list[Target], requests: int, rounds: int, mlflow: bool) -> None:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
-        f"\none-row POST /predict (a wine record; RandomForest, 100 trees): one uvicorn worker "
+        f"\none-row POST /predict (a wine record; RandomForest, 300 trees): one uvicorn worker "
         f"per target; {os.cpu_count()} cores shared with the client (load average {load})"
     )
     print(
@@ -383,7 +421,7 @@ def report(targets: list[Target], requests: int, rounds: int) -> None:
         f"(latency), then {requests} on {CONNECTIONS} connections (req/s, median of rounds); "
         "CPU: the server's CPU time per request"
     )
-    print(f"{'target':<28}{'req/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'CPU ms':>8}   answer")
+    print(f"{'target':<32}{'req/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'CPU ms':>8}   answer")
     for t in targets:
         ordered = sorted(t.latencies)
         p50 = ordered[len(ordered) // 2] * 1000
@@ -391,15 +429,26 @@ def report(targets: list[Target], requests: int, rounds: int) -> None:
         cpu = statistics.median(t.cpu) * 1000
         rate = statistics.median(t.rates)
         answer = json.dumps(t.answer)[:36]
-        print(f"{t.label} {t.name:<24}{rate:>7.0f}{p50:>8.2f}{p99:>8.2f}{cpu:>8.2f}   {answer}")
+        print(f"{t.label} {t.name:<28}{rate:>7.0f}{p50:>8.2f}{p99:>8.2f}{cpu:>8.2f}   {answer}")
+    for t in targets:
+        if t.backends is not None:
+            used = ", ".join(f"{name} on {backend}" for name, backend in t.backends.items())
+            print(f"{t.label} predicts with (GET /metadata): {used}")
     by_label = {t.label: t for t in targets}
     print()
-    ratio("(a)", "(b)", by_label, 0.9)
-    if "(c)" in by_label:
-        ratio("(a)", "(c)", by_label, None)
-    else:
-        print("(a)/(c): mlflow was not measured (see above)")
-    ratio("(d)", "(a)", by_label, 0.95)
+    for top, bottom, target in RATIOS:
+        if top in by_label and bottom in by_label:
+            ratio(top, bottom, by_label, target)
+        elif bottom == "(c)" and mlflow and top in by_label:
+            print("(a)/(c): mlflow was not measured (see above)")
+
+
+RATIOS = (  # top, bottom, the least throughput ratio wanted
+    ("(a)", "(b)", 0.9),
+    ("(a)", "(c)", None),
+    ("(d)", "(a)", 0.95),
+    ("(e)", "(a)", 5.0),  # ONNX Runtime against the saved scikit-learn objects, issue 15
+)
 
 
 def ratio(top: str, bottom: str, by_label: dict[str, Target], target: float | None) -> None:

@@ -331,3 +331,50 @@ def test_models_whose_onnx_form_is_refused_or_differs_stay_on_skops_with_the_rea
     assert used.returncode == 0, used.stderr
     expected = {"booster": "lightgbm", "forest": "onnx", "ridge": "skops", "svm": "onnx"}
     assert used.stdout.strip() == repr(expected)
+
+
+def test_the_threads_of_onnx_runtime_are_a_setting_checked_when_loading(
+    wine: dict[str, Any],
+) -> None:
+    reference = cold_start(wine, WINE_FOREST_BACKEND="skops")["labels"]
+    for threads in ("1", "0", "auto"):
+        assert cold_start(wine, WINE_FOREST_ONNX_THREADS=threads)["labels"] == reference
+    wrong = first_prediction(wine, WINE_FOREST_ONNX_THREADS="many")
+    assert wrong.returncode != 0
+    assert "WINE_FOREST_ONNX_THREADS='many': expected auto or a number" in wrong.stderr
+
+
+LARGE_BATCH = """
+import json, sys
+from pathlib import Path
+import pandas as pd
+package = __import__(sys.argv[1])
+from importlib import import_module
+values = import_module(sys.argv[1] + "._values")
+onnx = import_module(sys.argv[1] + "._onnx")
+parity = Path(sys.argv[2])
+call = json.loads((parity / "parity.json").read_text())["calls"][0]
+first = values.decode(call["args"][0], parity)
+frame = pd.concat([first] * (600 // len(first) + 1), ignore_index=True)
+package.load_artifacts(backend="skops")
+expected = package.predict(frame)
+package.load_artifacts(backend="onnx")
+values.assert_same(package.predict(frame), expected, "600 rows", **onnx.TOLERANCE)
+models = [getattr(package.pipeline, n) for n, b in package.backends().items() if b == "onnx"]
+print(json.dumps(sorted({t for m in models for _, t in m._sessions})))
+"""
+
+
+def test_a_large_batch_runs_on_the_thread_pool_and_answers_the_same(
+    example: dict[str, Any],
+) -> None:
+    package = example["onnx_package"]
+    done = subprocess.run(
+        [sys.executable, "-c", LARGE_BATCH, example["name"], str(package / "tests" / "parity")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(package / "src")},
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [0, 1]  # one thread for small inputs, the pool above

@@ -49,6 +49,12 @@ def is_taken(name: str, imported: Iterable[str]) -> bool:
     )
 
 
+def is_library(name: str) -> bool:
+    """Whether the top-level module ``name`` is the standard library's or installed in
+    site-packages, as opposed to the notebook's own code (a file beside it)."""
+    return name in sys.stdlib_module_names or _installed(name)
+
+
 @functools.cache
 def _installed(name: str) -> bool:
     """Whether the interpreter's site-packages hold a top-level module ``name``. Asking

@@ -2,9 +2,9 @@
 
 Statements keep the user's own text (comments included); each block is headed by
 the cell it came from. Imports are hoisted and only those the code uses are kept: at
-module level those prediction needs, inside ``_train_cells()`` those only training
-needs, so that importing the package (and predicting through ONNX Runtime) does not
-import the training libraries.
+module level those prediction needs and those of the notebook's own modules, inside
+``_train_cells()`` the libraries only training needs, so that importing the package (and
+predicting through ONNX Runtime) does not import them.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nbprod.analysis.analyzer import Analysis, CellInfo
+from nbprod.analysis.naming import is_library
 from nbprod.analysis.scopes import BUILTINS, Statement
 
 _CODE = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
@@ -65,6 +66,11 @@ def pipeline_code(analysis: Analysis) -> PipelineCode:
     imports = _hoisted_imports(analysis, loads)
     train_loads = _loaded_names(train_statements)
     train_imports = [s for s in _hoisted_imports(analysis, train_loads) if s not in imports]
+    # The notebook's own modules stay at module level: a fitted object may refer to what
+    # they define (``FunctionTransformer(clean)``) as a name of the pipeline module.
+    own = {i.statement for i in analysis.imports.values() if not is_library(i.module)}
+    imports += [s for s in train_imports if s in own]
+    train_imports = [s for s in train_imports if s not in own]
     loads |= train_loads
     training_defined = {n for s in train_statements for n in s.writes}
     lazy_reads = {n for s in module_statements for names in s.lazy.values() for n in names}

@@ -227,12 +227,9 @@ def _inputs(artifact: str, samples: list[Any]) -> dict[str, Any]:
 
 
 def _kind(dtype: Any) -> str:
-    kind = getattr(dtype, "kind", "O")
-    if kind in "buf" and str(dtype) != "category":
-        return "number"
-    if kind == "i":
-        return "number"
-    return "text"
+    """``number`` (booleans, integers, floats: what scikit-learn reads as numbers) or
+    ``text`` (strings, objects, categories: fed as strings)."""
+    return "number" if getattr(dtype, "kind", "O") in "biuf" else "text"
 
 
 def _try(
@@ -406,8 +403,7 @@ def _graph(model: Any, inputs: dict[str, Any], precision: str, *, scores: bool) 
         raise
     except Exception as error:
         raise Refused(
-            f"{_converter_name(model)} cannot convert {type(model).__name__}: "
-            f"{_first_line(error)}"
+            f"{_converter_name(model)} cannot convert {type(model).__name__}: {_first_line(error)}"
         ) from error
 
 

@@ -15,13 +15,15 @@ file whose hash differs from the one recorded at extract is refused.
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._formats import ArtifactIntegrityError, sha256
+from ._formats import ArtifactIntegrityError
 
 METHODS = ("predict", "predict_proba", "decision_function", "transform")
 # Parity of the ONNX path: ONNX Runtime computes in float32 where scikit-learn uses
@@ -29,39 +31,77 @@ METHODS = ("predict", "predict_proba", "decision_function", "transform")
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
 
 
-def load(folder: Path, artifact: str, spec: Mapping[str, Any]) -> OnnxModel:
-    """The adapter of ``artifact``, after checking every file's hash against ``spec``."""
-    import onnxruntime
+# Inputs up to this many rows run on a session with one thread: for a few rows, waking
+# ONNX Runtime's thread pool costs more than the work, and its spinning threads take the
+# CPU the features code and the server need. Larger inputs get the pool (ORT's default).
+SMALL_INPUT_ROWS = 256
 
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3  # warnings about unused initializers are not the user's
-    sessions: dict[str, Any] = {}
+
+def load(
+    folder: Path, artifact: str, spec: Mapping[str, Any], threads: int | None = None
+) -> OnnxModel:
+    """The adapter of ``artifact``, after checking every file's hash against ``spec``.
+
+    ``threads``: ONNX Runtime's intra-op threads for every input (0: its default, one
+    per core); None: one thread up to ``SMALL_INPUT_ROWS`` rows, the default above.
+    """
+    import onnxruntime  # noqa: F401  (an ImportError here names what is missing)
+
+    graphs: dict[str, bytes] = {}
     for file, recorded in spec["files"].items():
         path = folder / file
         if not path.is_file():
             raise ArtifactIntegrityError(f"artifact file {path} is missing")
-        actual = sha256(path)
+        data = path.read_bytes()  # the bytes checked are the bytes run
+        actual = hashlib.sha256(data).hexdigest()
         if actual != recorded:
             raise ArtifactIntegrityError(
                 f"artifact {artifact!r} ({path}) has sha256 {actual}, but {recorded} was "
                 "recorded when it was converted: the file was changed or corrupted; refusing "
                 "to load it. Reinstall the package."
             )
-        sessions[file] = onnxruntime.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
-    return OnnxModel(artifact, spec, sessions)
+        graphs[file] = data
+    model = OnnxModel(artifact, spec, graphs, threads)
+    for file in graphs:  # the small-input sessions now: the first request is not slow
+        model.session(file, 1)
+    return model
 
 
 class OnnxModel:
     """Answers the recorded methods of one artifact with ONNX Runtime sessions."""
 
-    def __init__(self, artifact: str, spec: Mapping[str, Any], sessions: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        artifact: str,
+        spec: Mapping[str, Any],
+        graphs: dict[str, bytes],
+        threads: int | None = None,
+    ) -> None:
         self._artifact = artifact
         self._spec = spec
-        self._sessions = sessions
+        self._graphs = graphs
+        self._threads = threads
+        self._sessions: dict[tuple[str, int], Any] = {}
+        self._lock = threading.Lock()
         self._attributes = {name: decode(value) for name, value in spec["attributes"].items()}
         self._calls = {name: decode(value) for name, value in spec["calls"].items()}
+        columns = spec["inputs"].get("columns")
+        self._names = (
+            None if columns is None else [c["name"] if isinstance(c, dict) else c for c in columns]
+        )
+
+    def session(self, file: str, rows: int) -> Any:
+        """The session of ``file`` for an input of ``rows`` rows (made on first use)."""
+        threads = self._threads
+        if threads is None:
+            threads = 1 if rows <= SMALL_INPUT_ROWS else 0
+        found = self._sessions.get((file, threads))
+        if found is None:
+            with self._lock:
+                found = self._sessions.get((file, threads))
+                if found is None:
+                    found = self._sessions[(file, threads)] = _session(self._graphs[file], threads)
+        return found
 
     def __repr__(self) -> str:
         return f"<ONNX Runtime form of {self._spec.get('type', self._artifact)}>"
@@ -86,26 +126,28 @@ class OnnxModel:
 
     def run(self, method: str, X: Any) -> Any:
         how = self._spec["methods"][method]
-        session = self._sessions[how["file"]]
-        (out,) = session.run([how["output"]], self._feed(X))
+        feed = self._feed(X)
+        rows = len(next(iter(feed.values())))
+        (out,) = self.session(how["file"], rows).run([how["output"]], feed)
         return _shaped(np.asarray(out), how, getattr(X, "index", None))
 
     def _feed(self, X: Any) -> dict[str, np.ndarray]:
         inputs = self._spec["inputs"]
-        columns = inputs.get("columns")
+        names = self._names
         if inputs["kind"] == "columns":
             if not hasattr(X, "columns"):
                 raise TypeError(
                     f"{self._artifact}: expected a pandas DataFrame with the columns "
-                    f"{[c['name'] for c in columns]}, got {type(X).__name__}"
+                    f"{names}, got {type(X).__name__}"
                 )
-            _check_columns(X, [c["name"] for c in columns], self._artifact)
+            _check_columns(X, names, self._artifact)
             return {
                 c["input"]: _column(X[c["name"]].to_numpy(), c["dtype"]).reshape(-1, 1)
-                for c in columns
+                for c in inputs["columns"]
             }
-        if hasattr(X, "columns") and columns is not None:
-            _check_columns(X, columns, self._artifact)
+        if names is not None and hasattr(X, "columns"):
+            _check_columns(X, names, self._artifact)
+            X = X.to_numpy(dtype=inputs["dtype"])
         array = np.asarray(X, dtype=inputs["dtype"])
         if array.ndim != 2 or array.shape[1] != inputs["width"]:
             raise ValueError(
@@ -115,10 +157,23 @@ class OnnxModel:
         return {inputs["name"]: array}
 
 
-def _check_columns(X: Any, expected: list[Any], artifact: str) -> None:
-    actual = list(X.columns)
-    if actual == expected:
+def _session(graph: bytes, threads: int) -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # warnings about unused initializers are not the user's
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # a pool that spins between calls takes the CPU the rest of predict() needs
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
+def _check_columns(X: Any, expected: list[Any] | None, artifact: str) -> None:
+    actual = X.columns
+    if expected is None or (len(actual) == len(expected) and all(actual == expected)):
         return
+    actual = list(actual)
     missing = [c for c in expected if c not in actual]
     unexpected = [c for c in actual if c not in expected]
     detail = f"missing {missing}" if missing else ""
