@@ -8,6 +8,7 @@ extra into a clean venv, where it is imported, served and tampered with.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -267,8 +268,11 @@ rows["label"] = (rows.y > 0).astype(int)
 """
 FALLBACK_TRAIN = """\
 import lightgbm as lgb
+import xgboost as xgb
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.kernel_ridge import KernelRidge
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import make_pipeline
 from sklearn.svm import LinearSVC
 
 X = rows[["a", "b"]]
@@ -276,6 +280,7 @@ forest = RandomForestClassifier(n_estimators=20, random_state=0).fit(X, rows.lab
 ridge = KernelRidge(alpha=0.5).fit(X, rows.y)
 booster = lgb.LGBMClassifier(n_estimators=20, verbose=-1).fit(X, rows.label)
 svm = LinearSVC().fit(X, rows.label)
+imputed_boost = make_pipeline(SimpleImputer(), xgb.XGBRegressor(n_estimators=10)).fit(X, rows.y)
 """
 # Parts per billion: float32 probabilities move these integers, so the booster's ONNX
 # form passes the per-method check (floats within tolerance) and fails predict()'s parity.
@@ -288,6 +293,7 @@ def predict(frame):
             "ridge": ridge.predict(X),
             "ppb": (booster.predict_proba(X)[:, 1] * 1e9).astype(np.int64),
             "margin": svm.decision_function(X),
+            "boosted": imputed_boost.predict(X),
         },
         index=frame.index,
     )
@@ -312,6 +318,7 @@ def test_models_whose_onnx_form_is_refused_or_differs_stay_on_skops_with_the_rea
     assert "files" in onnx["forest"]
     assert set(onnx["svm"]["methods"]) == {"decision_function"}  # from a raw-scores graph
     assert onnx["svm"]["methods"]["decision_function"]["file"] == "svm.scores.onnx"
+    assert "files" in onnx["imputed_boost"]  # xgboost inside a scikit-learn pipeline
     assert "cannot convert KernelRidge" in onnx["ridge"]["refused"]
     assert "predict() then differs from the notebook" in onnx["booster"]["refused"]
     assert not (package / "src" / "fallback" / "artifacts" / "booster.onnx").exists()
@@ -329,8 +336,14 @@ def test_models_whose_onnx_form_is_refused_or_differs_stay_on_skops_with_the_rea
         env={**os.environ, "PYTHONPATH": str(package / "src")},
     )
     assert used.returncode == 0, used.stderr
-    expected = {"booster": "lightgbm", "forest": "onnx", "ridge": "skops", "svm": "onnx"}
-    assert used.stdout.strip() == repr(expected)
+    expected = {
+        "booster": "lightgbm",
+        "forest": "onnx",
+        "ridge": "skops",
+        "imputed_boost": "onnx",
+        "svm": "onnx",
+    }
+    assert ast.literal_eval(used.stdout.strip()) == expected
 
 
 def test_the_threads_of_onnx_runtime_are_a_setting_checked_when_loading(

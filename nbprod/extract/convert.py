@@ -414,10 +414,21 @@ def _sklearn_graph(model: Any, initial: list[Any], scores: bool) -> Any:
     wanted: dict[str, Any] = {"zipmap": False}
     if scores:
         wanted["raw_scores"] = True
+    opset: Any = None
     while True:
         options = {id(final): wanted} if wanted and _is_classifier(final) else None
         try:
-            return convert_sklearn(model, initial_types=initial, options=options)
+            return convert_sklearn(
+                model, initial_types=initial, options=options, target_opset=opset
+            )
+        except RuntimeError as error:
+            # onnxmltools' tree converters (xgboost, lightgbm inside a pipeline) write the
+            # ai.onnx.ml domain at version 3 only, and say so
+            if opset is not None or "'ai.onnx.ml': 3" not in str(error):
+                raise
+            from skl2onnx import get_latest_tested_opset_version
+
+            opset = {"": get_latest_tested_opset_version(), "ai.onnx.ml": 3}
         except NameError as error:  # an option this classifier's converter does not know
             unknown = [o for o in wanted if f"Option '{o}' not in" in str(error)]
             if not unknown:
