@@ -617,6 +617,7 @@ def test_a_notebook_of_every_framework_ships_a_package_that_passes_its_tests(
     assert {onnx[name]["converter"].split()[0] for name in converted} == {"onnxmltools"}
     assert "cannot convert CatBoostRegressor" in onnx["cb_model"]["refused"]
     assert "cannot convert" in onnx["ols"]["refused"]
+    assert onnx["city_means"] == onnx["regions"] == {}  # data, not models: not in the card
     assert "onnxruntime" in " ".join(project["optional-dependencies"]["test"])
 
     python = make_venv(tmp_path / "venv", f"{package}[test]")

@@ -81,8 +81,14 @@ class Recorder:
         return result
 
 
+# Data, not models, though a frame or a series has a `transform` method
+DATA_MODULES = ("builtins", "numpy", "pandas", "scipy", "pyarrow")
+
+
 def is_model(value: Any) -> bool:
     if isinstance(value, type) or (callable(value) and not hasattr(value, "__dict__")):
+        return False
+    if type(value).__module__.split(".")[0] in DATA_MODULES:
         return False
     return any(callable(getattr(value, m, None)) for m in METHODS)
 
@@ -132,7 +138,8 @@ def convert(source: Path, name: str) -> dict[str, Any]:
         if not is_model(original):
             continue
         try:
-            report[artifact] = {"onnx": _convert(package, artifact, original, calls, folder)}
+            spec = _convert(package, runtime, artifact, original, calls, folder)
+            report[artifact] = {"onnx": spec}
         except Refused as error:
             report[artifact] = {"refused": str(error)}
         except Exception as error:  # a converter's own failure costs this model its ONNX form
@@ -143,7 +150,9 @@ def convert(source: Path, name: str) -> dict[str, Any]:
     return {"artifacts": report, "versions": _versions()}
 
 
-def _convert(package: Any, artifact: str, original: Any, calls: list[Any], folder: Path) -> Any:
+def _convert(
+    package: Any, runtime: Any, artifact: str, original: Any, calls: list[Any], folder: Path
+) -> dict[str, Any]:
     recorder = Recorder(artifact, original)
     setattr(package.pipeline, artifact, recorder)
     for args, kwargs, _, where in calls:
@@ -161,7 +170,6 @@ def _convert(package: Any, artifact: str, original: Any, calls: list[Any], folde
         raise Refused(
             f"predict() calls none of {', '.join(METHODS)} on `{artifact}` in the recorded calls"
         )
-    runtime = importlib.import_module(f"{package.__name__}._onnx")
     tolerance = runtime.TOLERANCE
     attributes = _constants(artifact, recorder.attributes, runtime)
     no_argument_calls = _constants(artifact, recorder.no_argument_calls, runtime)
