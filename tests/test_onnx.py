@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -391,3 +392,24 @@ def test_a_large_batch_runs_on_the_thread_pool_and_answers_the_same(
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [0, 1]  # one thread for small inputs, the pool above
+
+
+def test_publish_onnx_ships_the_onnx_files_in_the_wheel_and_proves_both_paths(
+    wine: dict[str, Any], tmp_path: Path
+) -> None:
+    import zipfile
+
+    dist = tmp_path / "dist"
+    done = nbprod("publish", wine["notebook"], "--run", wine["run"]["id"], "--dist", dist, "--onnx")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "• generate the package, with ONNX models" in done.stderr
+    # the tests' extra holds onnxruntime, so the clean venv proves both paths
+    assert re.search(r"tests in a clean venv: \d+ passed", done.stdout), done.stdout
+    [wheel] = dist.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
+        requires = archive.read(metadata).decode()
+    assert {"wine_forest/artifacts/model.onnx", "wine_forest/_onnx.py"} <= set(names)
+    assert "Provides-Extra: onnx" in requires
+    assert re.search(r"Requires-Dist: onnxruntime~=[\d.]+; extra == .onnx.", requires)
