@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # nbprod's main job end to end on a shipped example notebook:
 # check → sweep (runs in parallel on warm kernels) → extract the best run → install into a
-# clean venv → the package's tests → predict → publish a verified wheel → serve one request.
+# clean venv → the package's tests → predict → publish a verified wheel, its models also
+# converted to ONNX → serve one request on ONNX Runtime.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export UV_CACHE_DIR="${UV_CACHE_DIR:-$PWD/.cache/uv}"
@@ -46,14 +47,14 @@ print("notebook prediction:", list(pd.Series(list(expected)).head(8)))
 print("identical to what the notebook predicted: yes")
 PY
 
-echo "== nbprod publish --run best:roc_auc --dist $OUT/dist (build, clean-venv tests, place)"
+echo "== nbprod publish --run best:roc_auc --dist $OUT/dist --onnx (build, clean-venv tests, place)"
 rm -rf "$OUT/dist"
-nbprod publish "$NOTEBOOK" --run best:roc_auc --dist "$OUT/dist"
-echo "== install the wheel with its [serve,parquet] extras ($OUT/serve-venv) and serve one request"
+nbprod publish "$NOTEBOOK" --run best:roc_auc --dist "$OUT/dist" --onnx
+echo "== install the wheel with its [serve,parquet,onnx] extras ($OUT/serve-venv), serve one request"
 rm -rf "$OUT/serve-venv"
 uv venv --quiet --python .venv/bin/python "$OUT/serve-venv"
 WHEEL="$(ls "$OUT"/dist/*.whl)"
-uv pip install --quiet --python "$OUT/serve-venv/bin/python" "$WHEEL[serve,parquet]"
+uv pip install --quiet --python "$OUT/serve-venv/bin/python" "$WHEEL[serve,parquet,onnx]"
 SCRIPT="$(basename "$WHEEL" | cut -d- -f1 | tr _ -)"  # the package's console script
 PORT="$("$OUT/serve-venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 "$OUT/serve-venv/bin/$SCRIPT" serve --port "$PORT" > "$OUT/serve.log" 2>&1 &
@@ -81,6 +82,8 @@ request = urllib.request.Request(
 )
 with urllib.request.urlopen(request, timeout=30) as response:
     print("POST /predict", response.status, response.read().decode()[:200])
+with urllib.request.urlopen(f"{base}/metadata", timeout=30) as response:
+    print("GET /metadata: the artifacts are read with", json.loads(response.read())["backends"])
 PY
 kill "$SERVER"
 wait "$SERVER" 2>/dev/null || true
