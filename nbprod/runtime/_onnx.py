@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,45 @@ METHODS = ("predict", "predict_proba", "decision_function", "transform")
 # Parity of the ONNX path: ONNX Runtime computes in float32 where scikit-learn uses
 # float64, so floats must agree to this (labels and integers exactly).
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
+
+
+BACKENDS = ("auto", "onnx", "skops")
+
+
+def plan(
+    entries: Mapping[str, Any], names: Sequence[str], backend: str, where: str, extra: str
+) -> dict[str, str]:
+    """Per artifact of ``names``, what loading it with ``backend`` (set by ``where``)
+    uses: ``onnx``, or the format it was saved in. ``entries`` are the manifest's;
+    ``extra`` says what to install when ``backend`` is ``onnx`` without onnxruntime."""
+    setting = backend.strip().lower()
+    if setting not in BACKENDS:
+        raise ValueError(f"backend {setting!r} is not one of {', '.join(BACKENDS)} ({where})")
+    converted = [n for n in names if "files" in entries.get(n, {}).get("onnx", {})]
+    if setting == "onnx" and not converted:
+        raise ValueError("backend 'onnx': no artifact of this package has an ONNX form")
+    fast = setting != "skops" and bool(converted) and find_spec("onnxruntime") is not None
+    if setting == "onnx" and not fast:
+        raise ModuleNotFoundError(
+            f"backend 'onnx' needs onnxruntime: pip install '{extra}'", name="onnxruntime"
+        )
+    return {
+        name: "onnx" if fast and name in converted else entries.get(name, {}).get("format", "skops")
+        for name in names
+    }
+
+
+def threads(setting: str, variable: str) -> int | None:
+    """ONNX Runtime's threads per call from ``setting`` (the value of ``variable``): a
+    number (0: one per core), or ``auto`` (None: ``SMALL_INPUT_ROWS`` decides)."""
+    setting = setting.strip().lower()
+    if setting == "auto":
+        return None
+    if not setting.isdigit():
+        raise ValueError(
+            f"{variable}={setting!r}: expected auto or a number of threads (0: one per core)"
+        )
+    return int(setting)
 
 
 # Inputs up to this many rows run on a session with one thread: for a few rows, waking
