@@ -50,11 +50,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serve import make_venv, nbprod, progress  # bench/ is this script's folder on sys.path
+
 from nbprod.runtime.values import decode
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-UV_CACHE = os.environ.get("UV_CACHE_DIR", str(ROOT / ".cache" / "uv"))
 EXAMPLES = ("wine_forest", "cancer_threshold", "diabetes_regression")
 GOAL = 0.3  # onnx wall time / skops wall time, at most
 GOAL_EXAMPLE = "wine_forest"
@@ -155,13 +155,6 @@ def build_package(tmp: Path, example: str) -> Path:
     return package_dir
 
 
-def nbprod(*args: str) -> str:
-    done = subprocess.run([str(BIN / "nbprod"), *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"nbprod {args[0]} failed:\n{done.stdout}{done.stderr}")
-    return done.stdout
-
-
 def package_name(package_dir: Path) -> str:
     found = [p.parent.name for p in (package_dir / "src").glob("*/__init__.py")]
     if len(found) != 1:
@@ -180,17 +173,6 @@ def first_record(package_dir: Path) -> dict[str, Any]:
     frame = decode(call["args"][0], parity).head(1)
     record: dict[str, Any] = json.loads(frame.to_json(orient="records"))[0]
     return record
-
-
-def make_venv(folder: Path, *requirements: str) -> Path:
-    progress("installing the package(s) with the onnx extra into a clean venv")
-    env = {**os.environ, "UV_CACHE_DIR": UV_CACHE}
-    uv = str(BIN / "uv")
-    subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(folder)], check=True)
-    python = folder / "bin" / "python"
-    install = [uv, "pip", "install", "--quiet", "--python", str(python), *requirements]
-    subprocess.run(install, check=True, env=env, capture_output=True, text=True)
-    return python
 
 
 # -- measuring --------------------------------------------------------------------------------
@@ -258,10 +240,6 @@ def report(results: list[Measured], processes: int) -> None:
 def per_round(top: list[float], bottom: list[float]) -> float:
     """The median of the rounds' ratios: each round ran both sides a moment apart."""
     return statistics.median(a / b for a, b in zip(top, bottom, strict=True))
-
-
-def progress(text: str) -> None:
-    print(f"  {text} ...", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

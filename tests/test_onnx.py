@@ -266,14 +266,18 @@ rng = np.random.default_rng(3)
 rows = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200)})
 rows["y"] = 2 * rows.a - rows.b + rng.normal(scale=0.2, size=200)
 rows["label"] = (rows.y > 0).astype(int)
+rows["city"] = rng.choice(["Lyon", "Oslo", "Rome"], size=200)
 """
 FALLBACK_TRAIN = """\
 import lightgbm as lgb
 import xgboost as xgb
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.kernel_ridge import KernelRidge
+from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import LinearSVC
 
 X = rows[["a", "b"]]
@@ -282,6 +286,10 @@ ridge = KernelRidge(alpha=0.5).fit(X, rows.y)
 booster = lgb.LGBMClassifier(n_estimators=20, verbose=-1).fit(X, rows.label)
 svm = LinearSVC().fit(X, rows.label)
 imputed_boost = make_pipeline(SimpleImputer(), xgb.XGBRegressor(n_estimators=10)).fit(X, rows.y)
+mixed = make_pipeline(
+    ColumnTransformer([("num", StandardScaler(), ["a"]), ("cat", OneHotEncoder(), ["city"])]),
+    LogisticRegression(),
+).fit(rows[["a", "city"]], rows.label)
 """
 # Parts per billion: float32 probabilities move these integers, so the booster's ONNX
 # form passes the per-method check (floats within tolerance) and fails predict()'s parity.
@@ -295,6 +303,7 @@ def predict(frame):
             "ppb": (booster.predict_proba(X)[:, 1] * 1e9).astype(np.int64),
             "margin": svm.decision_function(X),
             "boosted": imputed_boost.predict(X),
+            "mixed": mixed.predict_proba(frame[["a", "city"]])[:, 1],
         },
         index=frame.index,
     )
@@ -320,6 +329,8 @@ def test_models_whose_onnx_form_is_refused_or_differs_stay_on_skops_with_the_rea
     assert set(onnx["svm"]["methods"]) == {"decision_function"}  # from a raw-scores graph
     assert onnx["svm"]["methods"]["decision_function"]["file"] == "svm.scores.onnx"
     assert "files" in onnx["imputed_boost"]  # xgboost inside a scikit-learn pipeline
+    # a column transformer over a number and a text column: one graph input per column
+    assert [c["dtype"] for c in onnx["mixed"]["inputs"]["columns"]] == ["float32", "str"]
     assert "cannot convert KernelRidge" in onnx["ridge"]["refused"]
     assert "predict() then differs from the notebook" in onnx["booster"]["refused"]
     assert not (package / "src" / "fallback" / "artifacts" / "booster.onnx").exists()
@@ -342,6 +353,7 @@ def test_models_whose_onnx_form_is_refused_or_differs_stay_on_skops_with_the_rea
         "forest": "onnx",
         "ridge": "skops",
         "imputed_boost": "onnx",
+        "mixed": "onnx",
         "svm": "onnx",
     }
     assert ast.literal_eval(used.stdout.strip()) == expected
