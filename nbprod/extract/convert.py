@@ -8,8 +8,9 @@ its artifacts (the reference objects), then for each model artifact:
    inference code asks of it: which methods on which inputs, which fitted attributes;
 2. converts it (skl2onnx; onnxmltools for xgboost and lightgbm), in float32 first, in
    float64 when float32 does not agree;
-3. runs every recorded method call through ONNX Runtime and compares it with the
-   reference answer: labels and integers exactly, floats to the package's tolerance.
+3. runs every recorded method call through the package's own adapter (``_onnx.py``)
+   and compares it with the reference answer (``_values.assert_same``): labels and
+   integers exactly, floats to the package's tolerance.
 
 Then it replays the parity record through ``predict()`` with every converted model
 behind the package's own adapter (``_onnx.py``). A model whose ONNX form changes a
@@ -21,6 +22,7 @@ manifest or the reason it was ``refused``. Imports nothing of nbprod.
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -99,6 +101,8 @@ def main(argv: list[str]) -> None:
     if missing:
         print(json.dumps({"ok": False, "missing": missing}))
         return
+    # None in sys.modules is Python's documented import block (as in probe.py); typeshed
+    # types the values as modules, hence the ignore
     sys.modules["nbprod"] = None  # type: ignore[assignment]  # the package must not need it
     sys.path.insert(0, str(source))
     try:
@@ -170,14 +174,13 @@ def _convert(
         raise Refused(
             f"predict() calls none of {', '.join(METHODS)} on `{artifact}` in the recorded calls"
         )
-    tolerance = runtime.TOLERANCE
     attributes = _constants(artifact, recorder.attributes, runtime)
     no_argument_calls = _constants(artifact, recorder.no_argument_calls, runtime)
     inputs = _inputs(artifact, [x for pairs in recorder.calls.values() for x, _ in pairs])
     reasons = []
     for precision in ("float32", "float64"):
         try:
-            spec = _try(artifact, original, recorder.calls, inputs, precision, folder, tolerance)
+            spec = _try(artifact, original, recorder.calls, inputs, precision, folder, package)
         except Refused as error:
             reasons.append(f"{precision}: {error}")
             if "cannot convert" in str(error):
@@ -247,10 +250,12 @@ def _try(
     inputs: dict[str, Any],
     precision: str,
     folder: Path,
-    tolerance: dict[str, float],
+    package: Any,
 ) -> dict[str, Any]:
-    import onnxruntime
-
+    """Convert ``model`` at ``precision`` and prove each recorded method call through the
+    package's own adapter (``_onnx.OnnxModel``) against scikit-learn's answer."""
+    runtime = importlib.import_module(f"{package.__name__}._onnx")
+    values = importlib.import_module(f"{package.__name__}._values")
     spec_inputs = dict(inputs)
     if inputs["kind"] == "tensor":
         spec_inputs["dtype"] = precision
@@ -259,36 +264,34 @@ def _try(
             {**c, "dtype": precision if c["dtype"] == "number" else c["dtype"]}
             for c in inputs["columns"]
         ]
-    graphs = {f"{artifact}.onnx": _graph(model, spec_inputs, precision, scores=False)}
+    protos = {f"{artifact}.onnx": _graph(model, spec_inputs, precision, scores=False)}
     if "decision_function" in calls:
-        graphs[f"{artifact}.scores.onnx"] = _graph(model, spec_inputs, precision, scores=True)
-    sessions = {}
-    for file, graph in graphs.items():
+        protos[f"{artifact}.scores.onnx"] = _graph(model, spec_inputs, precision, scores=True)
+    graphs = {file: proto.SerializeToString() for file, proto in protos.items()}
+    trial: dict[str, Any] = {"inputs": spec_inputs, "methods": {}, "attributes": {}, "calls": {}}
+    adapter = runtime.OnnxModel(artifact, trial, graphs, 1)
+    for file in graphs:
         try:
-            sessions[file] = onnxruntime.InferenceSession(
-                graph.SerializeToString(), providers=["CPUExecutionProvider"]
-            )
+            adapter.session(file, 1)
         except Exception as error:
             raise Refused(f"ONNX Runtime cannot run the converted graph: {error}") from error
-    methods = {}
     for method, pairs in calls.items():
         file = f"{artifact}.scores.onnx" if method == "decision_function" else f"{artifact}.onnx"
-        session = sessions[file]
-        methods[method] = _answer(artifact, method, session, file, spec_inputs, pairs, tolerance)
+        _answer(artifact, method, adapter, trial, file, pairs, values, runtime.TOLERANCE)
     files = {}
     for file, graph in graphs.items():
         path = folder / file
         temporary = path.with_name(f".{file}.partial")
-        temporary.write_bytes(graph.SerializeToString())
+        temporary.write_bytes(graph)
         temporary.replace(path)
-        files[file] = _sha256(path)
+        files[file] = hashlib.sha256(graph).hexdigest()
     opsets = {}
-    for graph in graphs.values():
-        opsets.update({o.domain or "ai.onnx": int(o.version) for o in graph.opset_import})
+    for proto in protos.values():
+        opsets.update({o.domain or "ai.onnx": int(o.version) for o in proto.opset_import})
     return {
         "files": files,
         "inputs": spec_inputs,
-        "methods": methods,
+        "methods": trial["methods"],
         "precision": precision,
         "converter": _converter_name(model),
         "opsets": opsets,
@@ -298,18 +301,20 @@ def _try(
 def _answer(
     artifact: str,
     method: str,
-    session: Any,
+    adapter: Any,
+    trial: dict[str, Any],
     file: str,
-    inputs: dict[str, Any],
     pairs: list[tuple[Any, Any]],
+    values: Any,
     tolerance: dict[str, float],
-) -> dict[str, Any]:
-    """Which output of ``session`` answers ``method``, shaped how: proven on every pair."""
+) -> None:
+    """Find which output of ``file``, shaped how, answers ``method`` as scikit-learn did on
+    every recorded pair, and set it in ``trial``; Refused when none does."""
     import numpy as np
 
-    names = [o.name for o in session.get_outputs()]
+    outputs = adapter.session(file, 1).get_outputs()
     # labels (or the transform) first; the scores or probabilities follow the labels
-    candidates = names[:1] if method in ("predict", "transform") else names[1:2]
+    candidates = outputs[:1] if method in ("predict", "transform") else outputs[1:2]
     if not candidates:
         raise Refused(f"the converted graph has no output for `{artifact}.{method}`")
     first = pairs[0][1]
@@ -318,72 +323,27 @@ def _answer(
     expected_first = np.asarray(first)
     how: dict[str, Any] = {
         "file": file,
-        "output": candidates[0],
+        "output": candidates[0].name,
         "ndim": expected_first.ndim,
         "dtype": str(expected_first.dtype),
     }
     if hasattr(first, "columns"):
         how["frame"] = [str(c) for c in first.columns]
-    feeds = [_feed(x, inputs) for x, _ in pairs]
-    outputs = [np.asarray(session.run([how["output"]], feed)[0]) for feed in feeds]
-    choices: list[dict[str, Any]] = [how]
-    if expected_first.ndim == 1 and outputs[0].ndim == 2 and outputs[0].shape[1] > 1:
-        choices = [dict(how, column=c) for c in reversed(range(outputs[0].shape[1]))]
+    out = adapter.raw(file, how["output"], pairs[0][0])
+    choices = [how]
+    if expected_first.ndim == 1 and out.ndim == 2 and out.shape[1] > 1:  # one column is it
+        choices = [dict(how, column=c) for c in reversed(range(out.shape[1]))]
     failure = ""
     for choice in choices:
-        failure = ""
-        for (_, expected), out in zip(pairs, outputs, strict=True):
-            failure = _disagreement(_shape(out, choice), np.asarray(expected), tolerance)
-            if failure:
-                break
-        if not failure:
-            return choice
+        trial["methods"][method] = choice
+        try:
+            for x, expected in pairs:
+                values.assert_same(adapter.run(method, x), expected, method, **tolerance)
+            return
+        except AssertionError as error:
+            failure = _brief(error)
+    del trial["methods"][method]
     raise Refused(f"`{artifact}.{method}` through ONNX Runtime differs: {failure}")
-
-
-def _feed(x: Any, inputs: dict[str, Any]) -> dict[str, Any]:
-    import numpy as np
-
-    if inputs["kind"] == "columns":
-        fed = {}
-        for column in inputs["columns"]:
-            data = x[column["name"]].to_numpy()
-            if column["dtype"] == "str":
-                data = np.asarray([str(v) for v in data], dtype=object)
-            else:
-                data = np.asarray(data, dtype=column["dtype"])
-            fed[column["input"]] = data.reshape(-1, 1)
-        return fed
-    return {inputs["name"]: np.asarray(x, dtype=inputs["dtype"])}
-
-
-def _shape(out: Any, how: dict[str, Any]) -> Any:
-    if "column" in how:
-        out = out[:, how["column"]]
-    if how["ndim"] == 1:
-        out = out.reshape(-1)
-    return out.astype(how["dtype"], copy=False)
-
-
-def _disagreement(actual: Any, expected: Any, tolerance: dict[str, float]) -> str:
-    """Empty when ``actual`` answers as ``expected`` under the ONNX parity rule."""
-    import numpy as np
-
-    if actual.shape != expected.shape:
-        return f"shape {actual.shape} where scikit-learn gives {expected.shape}"
-    if expected.dtype.kind in "fc":
-        close = np.isclose(actual, expected, equal_nan=True, **tolerance)
-        if close.all():
-            return ""
-        worst = float(np.nanmax(np.abs(actual.astype(float) - expected.astype(float))))
-        return (
-            f"{int((~close).sum())} of {close.size} values beyond rtol {tolerance['rtol']}, "
-            f"atol {tolerance['atol']} (largest difference {worst:.3g})"
-        )
-    equal = np.asarray(actual == expected)
-    if equal.all():
-        return ""
-    return f"{int((~equal).sum())} of {equal.size} labels differ"
 
 
 def _graph(model: Any, inputs: dict[str, Any], precision: str, *, scores: bool) -> Any:
@@ -549,9 +509,7 @@ def _prove(
                     result = package.predict(*args, **kwargs)
                     values.assert_same(result, expected, "prediction", **runtime.TOLERANCE)
                 except Exception as error:
-                    text = " ".join(str(error).split())
-                    text = text if len(text) <= 240 else text[:240] + " ..."
-                    return f"predict() then differs from the notebook ({where}): {text}"
+                    return f"predict() then differs from the notebook ({where}): {_brief(error)}"
             return ""
         finally:
             for name, original in originals.items():
@@ -577,15 +535,15 @@ def _refuse(report: dict[str, Any], name: str, folder: Path, reason: str) -> Non
     report[name] = {"refused": reason}
 
 
+def _brief(error: BaseException) -> str:
+    """An assertion's message on one line, at most 240 characters."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= 240 else text[:240] + " ..."
+
+
 def _first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _versions() -> dict[str, str]:

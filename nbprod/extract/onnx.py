@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nbprod.exceptions import PackageBroken, UsageError
-from nbprod.extract.verify import TIMEOUT, probe_env
+from nbprod.extract.verify import TIMEOUT, run_script
 from nbprod.runtime import _onnx
 from nbprod.runtime._formats import atomic_bytes
 
@@ -54,14 +54,7 @@ def convert_models(root: Path, package: str, python: str) -> OnnxOutcome:
     """Convert the models of the package rendered in ``root`` and record the outcome in
     its manifest; raise ``UsageError`` when the converters are not installed."""
     try:
-        done = subprocess.run(
-            [python, "-I", str(CONVERT), str(root / "src"), package],
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            env=probe_env(),
-            start_new_session=True,  # as the probe: never in the caller's process group
-        )
+        done = run_script(python, CONVERT, str(root / "src"), package)
     except subprocess.TimeoutExpired as error:
         raise PackageBroken(f"converting the models to ONNX took over {TIMEOUT:.0f} s") from error
     lines = done.stdout.strip().splitlines()

@@ -40,7 +40,7 @@ def interpreter(kernel: str | None) -> str:
 PRELOAD = ("numpy", "pandas", "pyarrow", "sklearn", "skops.io")
 
 
-def probe_env() -> dict[str, str]:
+def _probe_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
 
 
@@ -57,7 +57,7 @@ class WarmProbe:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=probe_env(),
+            env=_probe_env(),
             # a group of its own: a cancelled run kills its children's process groups
             # (executors.kill_kernels_of), which must never be the caller's own group
             start_new_session=True,
@@ -76,6 +76,23 @@ class WarmProbe:
         self.process.communicate()
 
 
+def run_script(
+    python: str, script: Path, *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -I script args``: a fresh process of the notebook's Python, which cannot
+    import nbprod, in a process group of its own (as in WarmProbe); TimeoutExpired after
+    ``TIMEOUT``."""
+    return subprocess.run(
+        [python, "-I", str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=cwd,
+        env=_probe_env(),
+        start_new_session=True,
+    )
+
+
 def verify_package(
     root: Path, package: str, analysis: Analysis, python: str, warm: WarmProbe | None = None
 ) -> dict[str, Any]:
@@ -85,15 +102,7 @@ def verify_package(
         if warm is not None:
             stdout, stderr = warm.ask(root / "src", package)
         else:
-            done = subprocess.run(
-                [python, "-I", str(PROBE), str(root / "src"), package],
-                capture_output=True,
-                text=True,
-                timeout=TIMEOUT,
-                cwd=root,
-                env=probe_env(),
-                start_new_session=True,  # as in WarmProbe
-            )
+            done = run_script(python, PROBE, str(root / "src"), package, cwd=root)
             stdout, stderr = done.stdout, done.stderr
     except subprocess.TimeoutExpired as error:
         raise PackageBroken(

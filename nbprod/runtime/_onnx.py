@@ -166,10 +166,14 @@ class OnnxModel:
 
     def run(self, method: str, X: Any) -> Any:
         how = self._spec["methods"][method]
+        return _shaped(self.raw(how["file"], how["output"], X), how, getattr(X, "index", None))
+
+    def raw(self, file: str, output: str, X: Any) -> np.ndarray:
+        """The graph's ``output`` for ``X`` as ONNX Runtime gives it, before shaping."""
         feed = self._feed(X)
         rows = len(next(iter(feed.values())))
-        (out,) = self.session(how["file"], rows).run([how["output"]], feed)
-        return _shaped(np.asarray(out), how, getattr(X, "index", None))
+        (out,) = self.session(file, rows).run([output], feed)
+        return np.asarray(out)
 
     def _feed(self, X: Any) -> dict[str, np.ndarray]:
         inputs = self._spec["inputs"]
